@@ -26,13 +26,15 @@ def lookat_rotation(forward: np.ndarray, up: np.ndarray) -> np.ndarray:
       forward: ``[N, 3]`` viewing directions (camera frame, any length).
       up: ``[3]`` or ``[N, 3]`` up vector in the camera frame (``(0, -1, 0)`` for an upright camera).
     Returns:
-      ``[N, 3, 3]``; when ``forward`` is parallel to ``up``, x falls back to z rotated 90° about y.
+      ``[N, 3, 3]``; when ``forward`` is parallel to ``up``, x falls back to ``z × e`` with ``e`` the coordinate
+      axis least aligned with z (the official fallback, z rotated about y, degenerates when z is along y).
     """
     forward = np.asarray(forward, dtype=np.float64)
     new_z = forward / np.linalg.norm(forward, axis=-1, keepdims=True)
     up = np.broadcast_to(np.asarray(up, dtype=np.float64), new_z.shape)
     new_x = np.cross(new_z, up)
-    fallback = np.stack([new_z[:, 2], np.zeros_like(new_z[:, 2]), -new_z[:, 0]], axis=1)
+    least_aligned_axis = np.eye(3)[np.argmin(np.abs(new_z), axis=-1)]
+    fallback = np.cross(new_z, least_aligned_axis)
     norm = np.linalg.norm(new_x, axis=-1, keepdims=True)
     new_x = np.where(norm < 1e-12, fallback, new_x)
     new_x = new_x / np.linalg.norm(new_x, axis=-1, keepdims=True)
