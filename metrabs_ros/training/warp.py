@@ -1,0 +1,147 @@
+"""Perspective-correct, distortion-aware crop warp of all people × augmentations at once (torch, ONNX-exportable).
+
+Frames and units (docs/model_contract.md): image pixels with the centre of the top-left pixel at (0, 0), x = column;
+camera frame x right, y down, z forward; `R` maps camera to crop coordinates (`p_crop = R @ p_cam`).
+
+Crop pixel `q` (integer grid 0..res-1) samples the image at `K · distort(π(R.T · K_crop⁻¹ · [q, 1]))`; at
+pyramid level `l` that point becomes `x / 2^l + (1 / 2^l − 1) / 2`. Rays with z ≤ 0 (behind the camera) sample
+zeros.
+"""
+import torch
+import torch.nn.functional as F
+
+from metrabs_ros.training.matrix3 import inv3
+
+NUM_PYRAMID_LEVELS = 3
+GAMMA_LINEAR = 2.2
+# Pixel coordinate (at any level) used for rays that must sample zeros: far enough outside for bilinear weights
+# to vanish, small enough to stay exact in float32 / int64 conversions inside GridSample implementations.
+_OUTSIDE_PX = -16.0
+# |x/z| and |y/z| are clamped to this before distortion so that the polynomials cannot overflow float32
+# (1e3 is 89.94° off-axis, beyond any pinhole-like camera).
+_MAX_NORMALIZED = 1e3
+
+
+def linearize_gamma(image_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB [H, W, 3] → linear-light float32 [1, 3, H, W] = (x / 255)^2.2."""
+    img = image_uint8.to(torch.float32) * (1.0 / 255.0)
+    img = torch.pow(img, GAMMA_LINEAR)
+    return img.permute(2, 0, 1).unsqueeze(0)
+
+
+def build_pyramid(image_lin: torch.Tensor, num_levels: int = NUM_PYRAMID_LEVELS) -> list[torch.Tensor]:
+    """2×2 average-pooled pyramid of a [1, C, H, W] image; level l has size floor(H/2^l) × floor(W/2^l)."""
+    levels = [image_lin]
+    for _ in range(1, num_levels):
+        levels.append(F.avg_pool2d(levels[-1], kernel_size=2, stride=2))
+    return levels
+
+
+def distort_normalized(xy: torch.Tensor, distortion_coeffs: torch.Tensor,
+                       distortion_model: torch.Tensor) -> torch.Tensor:
+    """Apply lens distortion to normalised image coordinates xy [..., 2] (x/z, y/z).
+
+    distortion_coeffs [12]: OpenCV k1,k2,p1,p2,k3,k4,k5,k6,s1,s2,s3,s4 (model 0) or fisheye k1..k4 + zeros
+    (model 1). distortion_model [1] float: 0 = OpenCV rational/tangential/thin prism, 1 = equidistant fisheye.
+    Both models are evaluated and selected with torch.where (so both live in an exported graph).
+    """
+    d = distortion_coeffs.to(xy.dtype)
+    k1, k2, p1, p2, k3, k4, k5, k6, s1, s2, s3, s4 = d.unbind(0)
+    x = xy[..., 0]
+    y = xy[..., 1]
+    r2 = x * x + y * y
+
+    # OpenCV: x' = x·(1+k1r²+k2r⁴+k3r⁶)/(1+k4r²+k5r⁴+k6r⁶) + 2p1xy + p2(r²+2x²) + s1r² + s2r⁴, y' likewise.
+    radial = (((k3 * r2 + k2) * r2 + k1) * r2 + 1.0) / (((k6 * r2 + k5) * r2 + k4) * r2 + 1.0)
+    xy2 = 2.0 * x * y
+    x_cv = x * radial + p1 * xy2 + p2 * (r2 + 2.0 * x * x) + (s2 * r2 + s1) * r2
+    y_cv = y * radial + p2 * xy2 + p1 * (r2 + 2.0 * y * y) + (s4 * r2 + s3) * r2
+
+    # Equidistant fisheye: θ = atan(r), θ_d = θ(1 + k1θ² + k2θ⁴ + k3θ⁶ + k4θ⁸), xy' = xy·θ_d/r.
+    r = torch.sqrt(r2)
+    theta = torch.atan(r)
+    t2 = theta * theta
+    theta_d = theta * ((((k4 * t2 + k3) * t2 + k2) * t2 + k1) * t2 + 1.0)
+    small = r < 1e-8
+    fish_scale = torch.where(small, torch.ones_like(r), theta_d / torch.where(small, torch.ones_like(r), r))
+    x_fe = x * fish_scale
+    y_fe = y * fish_scale
+
+    is_fisheye = distortion_model.to(xy.dtype).reshape(()) > 0.5
+    return torch.stack([torch.where(is_fisheye, x_fe, x_cv), torch.where(is_fisheye, y_fe, y_cv)], dim=-1)
+
+
+def crop_pixel_grid(resolution: int, dtype=torch.float32) -> torch.Tensor:
+    """Homogeneous crop pixel coordinates [res, res, 3]: (column, row, 1)."""
+    coords = torch.arange(resolution, dtype=dtype)
+    ys, xs = torch.meshgrid(coords, coords, indexing='ij')
+    return torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)
+
+
+def crop_sampling_grid_px(intrinsics: torch.Tensor, distortion_coeffs: torch.Tensor,
+                          distortion_model: torch.Tensor, crop_rotations: torch.Tensor,
+                          crop_intrinsics: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-resolution image pixel sampled by every crop pixel.
+
+    intrinsics [3,3] px; crop_rotations / crop_intrinsics [N,3,3]. Returns (points_px [N, res, res, 2] as (x, y),
+    valid [N, res, res] bool: False where the ray points behind the camera (z ≤ 0) — those must sample zeros).
+    """
+    dtype = crop_rotations.dtype
+    # Ray directions in the camera frame for each crop pixel: R.T · K_crop⁻¹ · [q, 1] (column vectors).
+    backproj = crop_rotations.transpose(1, 2) @ inv3(crop_intrinsics.to(dtype))  # [N,3,3]
+    q = crop_pixel_grid(resolution, dtype)  # [res,res,3]
+    rays = torch.einsum('nij,hwj->nhwi', backproj, q)  # [N,res,res,3]
+    z = rays[..., 2]
+    ray_norm = torch.sqrt((rays * rays).sum(-1))
+    valid = z > 1e-6 * ray_norm
+    z_safe = torch.where(valid, z, torch.ones_like(z))
+    xy = rays[..., :2] / z_safe.unsqueeze(-1)
+    xy = torch.clamp(xy, -_MAX_NORMALIZED, _MAX_NORMALIZED)
+    xy_d = distort_normalized(xy, distortion_coeffs, distortion_model)
+    k = intrinsics.to(dtype)
+    px_x = k[0, 0] * xy_d[..., 0] + k[0, 1] * xy_d[..., 1] + k[0, 2]
+    px_y = k[1, 0] * xy_d[..., 0] + k[1, 1] * xy_d[..., 1] + k[1, 2]
+    return torch.stack([px_x, px_y], dim=-1), valid
+
+
+def level_coordinates_px(points_px: torch.Tensor, level: int) -> torch.Tensor:
+    """Full-resolution pixel coordinates → coordinates at pyramid level l: x / 2^l + (1 / 2^l − 1) / 2."""
+    f = 1.0 / (2 ** level)
+    return points_px * f + (f - 1.0) / 2.0
+
+
+def warp_crops(image_uint8: torch.Tensor, intrinsics: torch.Tensor, distortion_coeffs: torch.Tensor,
+               distortion_model: torch.Tensor, crop_rotations: torch.Tensor, crop_intrinsics: torch.Tensor,
+               pyramid_levels: torch.Tensor, crop_gammas: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Warp N = P·A crops out of one frame.
+
+    image_uint8 [H, W, 3] RGB; intrinsics [3,3] px; distortion_coeffs [12]; distortion_model [1];
+    crop_rotations, crop_intrinsics [N,3,3]; pyramid_levels int [N] (0..2); crop_gammas [N].
+    Returns crops [N, 3, res, res] float32 in [0, 1], gamma-encoded with crop = linear^(gamma/2.2).
+
+    One GridSample per pyramid level covers all crops: the N sampling grids are stacked along the height of a
+    batch-1 grid [1, N·res, res, 2], so the image is never copied per crop. The level of each crop is selected
+    by exact one-hot weights.
+    """
+    points_px, valid = crop_sampling_grid_px(
+        intrinsics, distortion_coeffs, distortion_model, crop_rotations, crop_intrinsics, resolution)
+    levels = build_pyramid(linearize_gamma(image_uint8))
+    pyramid_levels = pyramid_levels.reshape(-1)
+    valid2 = valid.unsqueeze(-1)
+    result = None
+    for i_level, level_image in enumerate(levels):
+        pts = level_coordinates_px(points_px, i_level)
+        pts = torch.where(valid2, pts, torch.full_like(pts, _OUTSIDE_PX))
+        height = level_image.shape[2]
+        width = level_image.shape[3]
+        # align_corners=True: -1 and +1 are the centres of the first and last pixel.
+        gx = pts[..., 0] * (2.0 / (width - 1)) - 1.0
+        gy = pts[..., 1] * (2.0 / (height - 1)) - 1.0
+        grid = torch.stack([gx, gy], dim=-1).reshape(1, -1, resolution, 2)  # [1, N·res, res, 2]
+        sampled = F.grid_sample(level_image, grid, mode='bilinear', padding_mode='zeros', align_corners=True)
+        sampled = sampled.reshape(3, -1, resolution, resolution).transpose(0, 1)  # [N,3,res,res]
+        weight = (pyramid_levels == i_level).to(sampled.dtype).reshape(-1, 1, 1, 1)
+        term = sampled * weight
+        result = term if result is None else result + term
+    exponent = (crop_gammas.to(result.dtype) / GAMMA_LINEAR).reshape(-1, 1, 1, 1)
+    return torch.pow(torch.clamp(result, 0.0, 1.0), exponent)
