@@ -1,0 +1,165 @@
+"""PersonDetector: one ONNX detector (native contract or a foreign export) -> person boxes in image pixels."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from metrabs_ros.detection import autodetect, formats
+from metrabs_ros.detection.letterbox import boxes_to_original, letterbox
+from metrabs_ros.detection.nms import nms
+from metrabs_ros.detection.session import open_session
+
+
+def to_network_input(padded_rgb, spec: formats.InputSpec, layout: str, dtype) -> np.ndarray:
+    """Letterboxed uint8 RGB [S, S, 3] -> batch of one in the network's channel order, layout and value range."""
+    image = padded_rgb[..., ::-1] if spec.channel_order == 'bgr' else padded_rgb
+    image = image.transpose(2, 0, 1)[np.newaxis] if layout == 'nchw' else image[np.newaxis]
+    if np.dtype(dtype) == np.uint8:
+        return np.ascontiguousarray(image)
+    if spec.value_scale == 1.0:
+        return np.ascontiguousarray(image, dtype=dtype)
+    scaled = np.empty(image.shape, np.float32)  # C-contiguous even when `image` is a transposed view
+    np.multiply(image, np.float32(spec.value_scale), out=scaled)
+    return scaled.astype(dtype, copy=False)
+
+
+def boxes_xyxy_to_result(boxes_xyxy_px, scores, image_hw, nms_iou_threshold=0.7, max_detections=-1):
+    """Clips boxes to the image (``[0, W] x [0, H]``), drops empty/non-finite ones, runs NMS and returns
+    float32 [N, 5] (x, y, w, h, score) sorted by descending score."""
+    height, width = image_hw
+    boxes = np.asarray(boxes_xyxy_px, np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    boxes = np.clip(boxes, 0, np.array([width, height, width, height], np.float32))
+    valid = np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
+    valid &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    boxes, scores = boxes[valid], scores[valid]
+    kept = nms(boxes, scores, iou_threshold=nms_iou_threshold, max_detections=max_detections)
+    boxes, scores = boxes[kept], scores[kept]
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2], scores[:, np.newaxis]],
+                          axis=1).astype(np.float32)
+
+
+class PersonDetector:
+    """Runs a person detector ONNX model and returns person boxes in original-image pixels.
+
+    Args:
+        path_or_session: path of an .onnx file, or an ``onnxruntime.InferenceSession``.
+        format: 'auto' or one of :data:`formats.FORMAT_NAMES` (see :mod:`metrabs_ros.detection.autodetect`).
+        providers, num_threads: ONNX Runtime execution providers / intra-op threads (None = defaults).
+        person_class: class index of 'person' (default: metadata ``person_class``, else the index of 'person'
+            in ultralytics ``names`` metadata, else 0 = COCO).
+        yolox_decoded: YOLOX only: whether the export already decodes boxes. None = metadata ``yolox_decoded``,
+            else decided once at start-up from a probe run on a grey frame (decoded centres span the input,
+            raw grid offsets are O(1)). The official export (``tools/export_onnx.py``) writes raw outputs.
+        preprocessing: 'ultralytics' (RGB/255, centred letterbox) or 'yolox' (BGR 0..255, top-left) or a
+            :class:`formats.InputSpec`; None = metadata ``preprocessing``, else the format's default.
+
+    Box convention: the detectors' continuous pixel coordinates (image spans ``[0, W] x [0, H]``), which is what
+    ultralytics/YOLOX and the official MeTRAbs pipeline pass on; no half-pixel shift is applied.
+    """
+
+    def __init__(self, path_or_session, format='auto', providers=None, num_threads=None, person_class=None,
+                 yolox_decoded=None, preprocessing=None):
+        self.session, self.source = open_session(path_or_session, providers=providers, num_threads=num_threads)
+        inputs = [autodetect.TensorInfo.from_ort(t) for t in self.session.get_inputs()]
+        outputs = [autodetect.TensorInfo.from_ort(t) for t in self.session.get_outputs()]
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        options = dict(metadata=self.metadata, format=format, person_class=person_class,
+                       yolox_decoded=yolox_decoded, preprocessing=preprocessing, source=self.source)
+        try:
+            layout = autodetect.resolve_layout(inputs, outputs, **options)
+        except autodetect.NeedsProbe:
+            outputs = self._probe_output_shapes(inputs, outputs)
+            layout = autodetect.resolve_layout(inputs, outputs, **options)
+        self.layout = layout
+        if layout.format == 'yolox' and layout.yolox_decoded is None:
+            grey = np.full((*layout.input_hw, 3), 114, np.uint8)
+            raw = self._run_network(grey)[0][layout.roles['single']]
+            self.layout = dataclasses.replace(
+                layout, yolox_decoded=formats.yolox_output_looks_decoded(raw, layout.input_hw),
+                reason=layout.reason + '; boxes decoded-ness from a probe run')
+
+    @property
+    def format(self) -> str:
+        return self.layout.format
+
+    @property
+    def person_class(self) -> int:
+        return self.layout.person_class
+
+    @property
+    def input_hw(self):
+        """Network input size (letterbox target) in pixels, or None for the native format."""
+        return self.layout.input_hw
+
+    def __repr__(self):
+        return (f'PersonDetector({self.source!r}, format={self.format!r}, input_hw={self.input_hw}, '
+                f'person_class={self.person_class}, reason={self.layout.reason!r})')
+
+    def _probe_output_shapes(self, inputs, outputs):
+        """Runs the model once on a zero input to learn dynamic output dimensions."""
+        image = inputs[0]
+        shape = tuple(d if d is not None else 1 for d in image.shape)
+        height, width = autodetect.DEFAULT_INPUT_HW
+        if len(shape) == 4:
+            nchw = image.shape[1] == 3 or image.shape[3] != 3
+            hw = [image.shape[2], image.shape[3]] if nchw else [image.shape[1], image.shape[2]]
+            hw = [v if v is not None else d for v, d in zip(hw, (height, width))]
+            shape = (1, 3, *hw) if nchw else (1, *hw, 3)
+        dtype = autodetect._ORT_DTYPES.get(image.type, np.float32)
+        try:
+            results = self.session.run(None, {image.name: np.zeros(shape, dtype)})
+        except Exception as error:
+            raise ValueError(f'{self.source}: probe run to learn the output shapes failed '
+                             f'({autodetect.describe_io(inputs, outputs)}): {error}') from error
+        return [autodetect.TensorInfo(t.name, tuple(np.shape(r)), t.type) for t, r in zip(outputs, results)]
+
+    def _run_network(self, image_rgb):
+        layout = self.layout
+        if layout.format == 'native':
+            feed, geometry = np.ascontiguousarray(image_rgb), None
+        else:
+            spec = layout.preprocessing
+            padded, geometry = letterbox(image_rgb, layout.input_hw, spec.pad_value, spec.placement, spec.rounding)
+            feed = to_network_input(padded, spec, layout.input_layout, layout.input_dtype)
+        results = self.session.run(list(layout.output_names), {layout.input_name: feed})
+        return dict(zip(layout.output_names, results)), geometry
+
+    def candidates(self, image_rgb, threshold=0.3):
+        """Person candidates before NMS: (boxes_xyxy_px float32 [N, 4] in original pixels, unclipped;
+        scores float32 [N]) with ``score >= threshold``."""
+        image_rgb = _check_image(image_rgb)
+        outputs, geometry = self._run_network(image_rgb)
+        layout = self.layout
+        if layout.format == 'native':
+            return formats.decode_native(outputs, threshold)
+        if layout.format == 'yolov5':
+            boxes, scores = formats.decode_yolov5(outputs[layout.roles['single']], layout.person_class, threshold)
+        elif layout.format == 'yolov8':
+            boxes, scores = formats.decode_yolov8(outputs[layout.roles['single']], layout.person_class, threshold)
+        elif layout.format == 'yolox':
+            boxes, scores = formats.decode_yolox(outputs[layout.roles['single']], layout.input_hw,
+                                                 layout.yolox_decoded, layout.person_class, threshold)
+        else:
+            boxes, scores = formats.decode_end2end(outputs, layout.end2end_style, layout.roles,
+                                                   layout.person_class, threshold)
+        return boxes_to_original(boxes, geometry), scores
+
+    def detect(self, image_rgb, threshold=0.3, nms_iou_threshold=0.7, max_detections=-1) -> np.ndarray:
+        """Person boxes of an RGB uint8 [H, W, 3] frame: float32 [N, 5] = (x, y, w, h, score), original-image
+        pixels, clipped to the image, NMS-filtered (IoU > ``nms_iou_threshold`` suppressed), sorted by
+        descending score, at most ``max_detections`` (< 0 = unlimited), ``score >= threshold``."""
+        image_rgb = _check_image(image_rgb)
+        boxes, scores = self.candidates(image_rgb, threshold)
+        return boxes_xyxy_to_result(boxes, scores, image_rgb.shape[:2], nms_iou_threshold, max_detections)
+
+    __call__ = detect
+
+
+def _check_image(image_rgb):
+    image = np.asarray(image_rgb)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
+        raise ValueError(f'expected an RGB uint8 image of shape [H, W, 3], got {image.dtype} {image.shape}')
+    return image
