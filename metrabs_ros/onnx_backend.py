@@ -1,0 +1,75 @@
+"""ONNX Runtime sessions: execution-provider selection, session options and clear load errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import List, Optional, Sequence
+
+LOGGER = logging.getLogger(__name__)
+
+#: Backend names accepted by the API, CLI and node, mapped to ONNX Runtime execution providers (in order).
+BACKENDS = {
+    'auto': None,  # TensorRT EP, then CUDA EP, then CPU: whatever this onnxruntime build offers
+    'onnxruntime': ['CPUExecutionProvider'],
+    'cpu': ['CPUExecutionProvider'],
+    'cuda': ['CUDAExecutionProvider', 'CPUExecutionProvider'],
+    'ort-tensorrt': ['TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider'],
+}
+
+
+class ModelLoadError(ValueError):
+    """A model file is missing, unreadable or not a usable ONNX model."""
+
+
+def available_providers() -> List[str]:
+    import onnxruntime
+    return list(onnxruntime.get_available_providers())
+
+
+def select_providers(backend: str = 'auto') -> List[str]:
+    """Execution providers for ``backend``; requested GPU providers that this build lacks are dropped with a
+    logged reason (falling back to the CPU)."""
+    if backend not in BACKENDS:
+        raise ValueError(f'unknown backend {backend!r}; valid backends: {", ".join(BACKENDS)}')
+    available = available_providers()
+    wanted = BACKENDS[backend]
+    if wanted is None:
+        wanted = [p for p in ('TensorrtExecutionProvider', 'CUDAExecutionProvider') if p in available]
+        wanted.append('CPUExecutionProvider')
+        return wanted
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        LOGGER.warning('backend %r: execution providers %s are not available in this onnxruntime build '
+                       '(available: %s); falling back to the CPU', backend, missing, available)
+    return [p for p in wanted if p in available] or ['CPUExecutionProvider']
+
+
+def create_session(path, providers: Optional[Sequence[str]] = None, num_threads: Optional[int] = None,
+                   backend: str = 'auto'):
+    """An ``onnxruntime.InferenceSession`` for the model at ``path`` with full graph optimisation.
+
+    Args:
+      path: the .onnx file.
+      providers: explicit execution providers; default from ``backend``.
+      num_threads: intra-op threads (default: ONNX Runtime's choice, one per physical core).
+    Raises:
+      ModelLoadError: the file is missing, empty or not a loadable ONNX model (the message names the file).
+    """
+    import onnxruntime
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelLoadError(f'model file not found: {path}')
+    if os.path.getsize(path) == 0:
+        raise ModelLoadError(f'model file is empty: {path}')
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if num_threads:
+        options.intra_op_num_threads = int(num_threads)
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    providers = list(providers) if providers else select_providers(backend)
+    try:
+        return onnxruntime.InferenceSession(path, sess_options=options, providers=providers)
+    except Exception as error:  # ORT raises several exception types (Fail, InvalidGraph, InvalidProtobuf...)
+        raise ModelLoadError(f'cannot load ONNX model {path}: {type(error).__name__}: {error}') from error
