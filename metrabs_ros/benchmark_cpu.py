@@ -1,0 +1,105 @@
+"""CPU pipeline benchmark: end-to-end time per frame and the part spent outside the ONNX sessions.
+
+`metrabs-ros benchmark` renders synthetic 640×480 scenes with 1, 3 and 5 people and runs ``detect_poses``
+repeatedly. Every ``session.run`` call is timed, so the Python orchestration cost (detector pre/post-processing,
+NMS, crop geometry, skeleton conversion, projection, plausibility filter) is reported separately from the
+network time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import tempfile
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+class TimedSession:
+    """Wraps an ONNX Runtime session and accumulates the wall time of its ``run`` calls."""
+
+    def __init__(self, session):
+        self._session = session
+        self.elapsed_s = 0.0
+
+    def run(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self._session.run(*args, **kwargs)
+        finally:
+            self.elapsed_s += time.perf_counter() - start
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+def _percentile_ms(values_s, q):
+    return float(np.percentile(np.asarray(values_s) * 1e3, q))
+
+
+@contextlib.contextmanager
+def _fixture_models(num_people_max: int):
+    from metrabs_ros.synthetic_scene import FLAT_PALETTE_RGB
+    from metrabs_ros.training.colour_key_detector import make_colour_key_detector
+    from metrabs_ros.training.fixtures import make_random_pose_model
+    with tempfile.TemporaryDirectory() as tmp:
+        model = make_random_pose_model(os.path.join(tmp, 'pose.onnx'), resolution=256, skeleton='smpl_24')
+        detector = os.path.join(tmp, 'detector.onnx')
+        make_colour_key_detector(detector, [tuple(int(v) for v in c) for c in FLAT_PALETTE_RGB[:num_people_max]])
+        yield model, detector
+
+
+def run_cpu_benchmark(model: Optional[str] = None, detector: Optional[str] = None,
+                      people: Sequence[int] = (1, 3, 5), num_aug: int = 1, frames: int = 50,
+                      threads: Optional[int] = None, image_hw=(480, 640), fixture: bool = False,
+                      print_table: bool = True) -> dict:
+    from metrabs_ros.estimator import PoseEstimator
+    from metrabs_ros.synthetic_scene import render_scene
+
+    context = _fixture_models(max(people)) if fixture else contextlib.nullcontext((model, detector))
+    rows = []
+    with context as (model_path, detector_path):
+        estimator = PoseEstimator(model_path, detector_path, backend='cpu', num_threads=threads)
+        estimator.session = pose_session = TimedSession(estimator.session)
+        estimator.detector.session = detector_session = TimedSession(estimator.detector.session)
+        for num_people in people:
+            scene = render_scene(seed=100 + num_people, image_hw=tuple(image_hw), num_people=num_people,
+                                 flat_colours=fixture, pose='walking', distance_range_mm=(3000.0, 6000.0))
+            kwargs = dict(camera=scene.camera, world_up_vector=scene.up_vector_cam, num_aug=num_aug)
+            for _ in range(3):
+                estimator.detect_poses(scene.image_rgb, **kwargs)
+            total, inside, detected = [], [], []
+            for _ in range(frames):
+                pose_session.elapsed_s = detector_session.elapsed_s = 0.0
+                start = time.perf_counter()
+                result = estimator.detect_poses(scene.image_rgb, **kwargs)
+                total.append(time.perf_counter() - start)
+                inside.append(pose_session.elapsed_s + detector_session.elapsed_s)
+                detected.append(len(result))
+            outside = np.asarray(total) - np.asarray(inside)
+            rows.append({
+                'people_in_scene': num_people, 'people_detected_median': float(np.median(detected)),
+                'frames': frames, 'num_aug': num_aug,
+                'end_to_end_ms_p50': _percentile_ms(total, 50), 'end_to_end_ms_p95': _percentile_ms(total, 95),
+                'sessions_ms_p50': _percentile_ms(inside, 50),
+                'outside_sessions_ms_p50': _percentile_ms(outside, 50),
+                'outside_sessions_ms_p95': _percentile_ms(outside, 95),
+                'fps': float(1.0 / np.median(total)),
+            })
+    report = {
+        'benchmark': 'cpu-pipeline', 'image_hw': list(image_hw), 'model': model_path if not fixture else 'fixture',
+        'detector': detector_path if not fixture else 'fixture (colour key)', 'threads': threads,
+        'cpu': platform.processor() or platform.machine(), 'cores': os.cpu_count(), 'rows': rows}
+    if print_table:
+        print(f'CPU pipeline, {image_hw[1]}x{image_hw[0]}, num_aug={num_aug}, cores={os.cpu_count()}, '
+              f'model={report["model"]}')
+        print(f'{"people":>6} {"detected":>8} {"e2e p50 ms":>11} {"e2e p95 ms":>11} {"sessions ms":>12} '
+              f'{"outside p50 ms":>15} {"outside p95 ms":>15} {"fps":>7}')
+        for r in rows:
+            print(f'{r["people_in_scene"]:>6} {r["people_detected_median"]:>8.0f} {r["end_to_end_ms_p50"]:>11.2f} '
+                  f'{r["end_to_end_ms_p95"]:>11.2f} {r["sessions_ms_p50"]:>12.2f} '
+                  f'{r["outside_sessions_ms_p50"]:>15.2f} {r["outside_sessions_ms_p95"]:>15.2f} {r["fps"]:>7.1f}')
+    return report
