@@ -159,7 +159,9 @@ def decode_yolox(output, input_hw, decoded=False, person_class=0, threshold=0.3)
     if not decoded:
         grid_xy, strides = yolox_grid(input_hw)
         grid_xy, strides = grid_xy[candidate], strides[candidate]
-        boxes = np.concatenate([(boxes[:, :2] + grid_xy) * strides, np.exp(boxes[:, 2:4]) * strides], axis=1)
+        with np.errstate(over='ignore'):  # absurd raw sizes become inf and are dropped as non-finite later
+            sizes = np.exp(boxes[:, 2:4]) * strides
+        boxes = np.concatenate([(boxes[:, :2] + grid_xy) * strides, sizes], axis=1)
     return cxcywh_to_xyxy(boxes), scores
 
 

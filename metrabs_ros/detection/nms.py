@@ -25,7 +25,9 @@ def nms(boxes_xyxy, scores, iou_threshold=0.7, score_threshold=None, max_detecti
     Boxes whose score is below ``score_threshold`` (when given; kept if ``score >= score_threshold``) are
     dropped first. Then, in order of decreasing score (ties: lower index first), a box is kept unless its IoU
     with an already kept box is **greater than** ``iou_threshold``. ``max_detections`` < 0 means unlimited.
-    Cost: O(kept x candidates) vectorised IoU evaluations.
+
+    Each kept box is compared (vectorised) only with the candidates whose x-extent can overlap it, found by
+    binary search in the candidates sorted by x1; this keeps ~10k sparse candidates in the tens of ms.
     """
     boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
     scores = np.asarray(scores, np.float64).reshape(-1)
@@ -37,15 +39,36 @@ def nms(boxes_xyxy, scores, iou_threshold=0.7, score_threshold=None, max_detecti
     limit = len(candidates) if max_detections is None or max_detections < 0 else int(max_detections)
     if limit == 0 or len(candidates) == 0:
         return np.zeros([0], np.int64)
-    order = candidates[np.argsort(-scores[candidates], kind='stable')]
-    remaining_boxes = boxes[order]
+
+    by_score = candidates[np.argsort(-scores[candidates], kind='stable')]
+    by_x1 = candidates[np.argsort(boxes[candidates, 0], kind='stable')]
+    position_by_x1 = np.empty(len(boxes), np.int64)
+    position_by_x1[by_x1] = np.arange(len(by_x1))
+    x1, y1, x2, y2 = boxes[by_x1].T  # candidate columns in x1 order
+    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    max_width = float(np.max(x2 - x1, initial=0.0))
+    alive = np.ones(len(by_x1), bool)
+    tiny = np.finfo(np.float64).tiny
     kept = []
-    while len(order) > 0 and len(kept) < limit:
-        kept.append(order[0])
-        if len(order) == 1:
+    for index in by_score.tolist():
+        position = position_by_x1[index]
+        if not alive[position]:
+            continue
+        kept.append(index)
+        if len(kept) >= limit:
             break
-        ious = box_iou_one_to_many(remaining_boxes[0], remaining_boxes[1:])
-        survivors = np.flatnonzero(ious <= iou_threshold) + 1
-        order = order[survivors]
-        remaining_boxes = remaining_boxes[survivors]
+        bx1, by1, bx2, by2 = boxes[index]
+        # overlap in x needs x1_j < bx2 and x2_j > bx1, hence x1_j > bx1 - max_width
+        lo = int(np.searchsorted(x1, bx1 - max_width, side='left'))
+        hi = int(np.searchsorted(x1, bx2, side='left'))
+        if hi <= lo:
+            continue
+        part = slice(lo, hi)
+        width = np.minimum(bx2, x2[part]) - np.maximum(bx1, x1[part])
+        height = np.minimum(by2, y2[part]) - np.maximum(by1, y1[part])
+        intersection = np.clip(width, 0, None) * np.clip(height, 0, None)
+        area = max(bx2 - bx1, 0.0) * max(by2 - by1, 0.0)
+        union = np.maximum(area + areas[part] - intersection, tiny)
+        # suppresses lower-scored overlaps; higher-scored ones are already kept (IoU <= threshold) or dead
+        alive[part] &= intersection / union <= iou_threshold
     return np.asarray(kept, np.int64)
