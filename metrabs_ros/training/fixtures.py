@@ -150,6 +150,11 @@ def build_random_pose_graph(resolution: int = 128, skeleton: Union[str, Sequence
         description=f'Test fixture: tiny random backbone ({kind}); outputs do not follow the image content.',
         training='none (random initialisation)', joint_edges=raw_edges, skeletons=skeletons,
         default_skeleton=default)
+    if pose_prior:
+        # Reference bone lengths (plausibility filter) of the template the prior places.
+        template = template_pose_mm(raw)
+        meta['bone_lengths_mm'] = [round(float(np.linalg.norm(template[i] - template[j])), 1)
+                                   for i, j in raw_edges]
     return graph, meta
 
 

@@ -61,7 +61,8 @@ def distort_normalized(xy: torch.Tensor, distortion_coeffs: torch.Tensor,
     r = torch.sqrt(r2)
     theta = torch.atan(r)
     t2 = theta * theta
-    theta_d = theta * ((((k4 * t2 + k3) * t2 + k2) * t2 + k1) * t2 + 1.0)
+    f1, f2, f3, f4 = k1, k2, p1, p2  # fisheye k1..k4 occupy the first four slots
+    theta_d = theta * ((((f4 * t2 + f3) * t2 + f2) * t2 + f1) * t2 + 1.0)
     small = r < 1e-8
     fish_scale = torch.where(small, torch.ones_like(r), theta_d / torch.where(small, torch.ones_like(r), r))
     x_fe = x * fish_scale
