@@ -316,6 +316,18 @@ def test_nhwc_float16_input_and_dynamic_output_shape(tmp_path):
     assert_boxes(detector.detect(solid_image(image_wh)), image_wh, EXPECTED_ORDER)
 
 
+def test_dynamic_input_size_from_ultralytics_imgsz_metadata(tmp_path):
+    image_wh = (1280, 720)
+    a, b = yolov5_tables(image_wh, (320, 320), list(OBJECTS))
+    path = build_model(tmp_path / 'dyn.onnx', ('images', TensorProto.FLOAT, ['batch', 3, 'height', 'width']),
+                       [('output0', a, b, TensorProto.FLOAT, ['batch', 'anchors', 8])],
+                       input_checks(image_wh, (320, 320)), 1 / 255,
+                       {'stride': '32', 'imgsz': '[320, 320]', 'names': "{0: 'person', 1: 'bicycle', 2: 'car'}"})
+    detector = PersonDetector(path)  # 320 from imgsz; N = 3 x grid(320) learnt from a probe run
+    assert detector.format == 'yolov5' and detector.input_hw == (320, 320)
+    assert_boxes(detector.detect(solid_image(image_wh)), image_wh, EXPECTED_ORDER)
+
+
 @pytest.mark.parametrize('source', ['argument', 'person_class', 'names'])
 def test_person_class_override(tmp_path, source):
     # the car (class 2) becomes "the person" and the persons (class 0) are ignored

@@ -25,9 +25,8 @@ import json
 import numpy as np
 
 from metrabs_ros.detection import formats
-
-CONTRACT_KEY = 'metrabs_ros.contract'
-NATIVE_CONTRACT = 'detector/1'
+from metrabs_ros.model_contract import CONTRACT_KEY
+from metrabs_ros.model_contract import DETECTOR_CONTRACT as NATIVE_CONTRACT
 DEFAULT_INPUT_HW = (640, 640)
 
 _ORT_DTYPES = {
@@ -166,15 +165,21 @@ def _analyse_input(inputs, is_native, metadata, source, io_text):
     if len(shape) != 4:
         raise ValueError(f'{source}: expected an image input of rank 4 ([1, 3, S, S] or [1, S, S, 3]), '
                          f'got {image.describe()} ({io_text})')
-    if shape[1] == 3 or (shape[3] != 3):
+    layout, input_hw = network_input_layout(image, metadata)
+    return image.name, layout, dtype, input_hw
+
+
+def network_input_layout(image: TensorInfo, metadata):
+    """('nchw' | 'nhwc', (height, width)) of a rank-4 image input: the fixed spatial size, else metadata
+    ``imgsz`` (ultralytics), else 640 x 640. NHWC only when dim 3 is 3 and dim 1 is not."""
+    shape = image.shape
+    if shape[1] == 3 or shape[3] != 3:
         layout, spatial = 'nchw', shape[2:4]
     else:
         layout, spatial = 'nhwc', shape[1:3]
     if all(isinstance(d, int) for d in spatial):
-        input_hw = tuple(spatial)
-    else:
-        input_hw = _input_hw_from_metadata(metadata) or DEFAULT_INPUT_HW
-    return image.name, layout, dtype, input_hw
+        return layout, tuple(spatial)
+    return layout, _input_hw_from_metadata(metadata) or DEFAULT_INPUT_HW
 
 
 def _find_end2end(outputs, require_classes=True):

@@ -102,12 +102,9 @@ class PersonDetector:
         """Runs the model once on a zero input to learn dynamic output dimensions."""
         image = inputs[0]
         shape = tuple(d if d is not None else 1 for d in image.shape)
-        height, width = autodetect.DEFAULT_INPUT_HW
         if len(shape) == 4:
-            nchw = image.shape[1] == 3 or image.shape[3] != 3
-            hw = [image.shape[2], image.shape[3]] if nchw else [image.shape[1], image.shape[2]]
-            hw = [v if v is not None else d for v, d in zip(hw, (height, width))]
-            shape = (1, 3, *hw) if nchw else (1, *hw, 3)
+            layout, hw = autodetect.network_input_layout(image, self.metadata)
+            shape = (1, 3, *hw) if layout == 'nchw' else (1, *hw, 3)
         dtype = autodetect._ORT_DTYPES.get(image.type, np.float32)
         try:
             results = self.session.run(None, {image.name: np.zeros(shape, dtype)})

@@ -1,42 +1,11 @@
-"""Opening an ONNX Runtime session for a detector, with clear errors.
-
-Uses ``metrabs_ros.onnx_backend.create_session(path, providers=None, num_threads=None)`` when that module
-exists (the project's shared provider selection); otherwise a small local equivalent.
-"""
+"""Opening the ONNX Runtime session of a detector, with clear errors (via :mod:`metrabs_ros.onnx_backend`)."""
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 
-import onnxruntime as ort
-
-_DEFAULT_PROVIDER_PREFERENCE = ('CUDAExecutionProvider', 'CPUExecutionProvider')
-
-
-def default_providers():
-    """CUDA when this onnxruntime build has it, then CPU (TensorRT is opt-in: it builds engines at start-up)."""
-    available = ort.get_available_providers()
-    return [p for p in _DEFAULT_PROVIDER_PREFERENCE if p in available] or ['CPUExecutionProvider']
-
-
-def create_session_local(path, providers=None, num_threads=None) -> ort.InferenceSession:
-    """``ort.InferenceSession`` with ``num_threads`` intra-op threads (None = ONNX Runtime default)."""
-    options = ort.SessionOptions()
-    if num_threads is not None:
-        options.intra_op_num_threads = int(num_threads)
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=options,
-                                providers=list(providers) if providers else default_providers())
-
-
-def _session_factory():
-    try:
-        backend = importlib.import_module('metrabs_ros.onnx_backend')
-    except ImportError:
-        return create_session_local
-    return getattr(backend, 'create_session', create_session_local)
+from metrabs_ros.onnx_backend import create_session
 
 
 def open_session(path_or_session, providers=None, num_threads=None):
@@ -55,8 +24,8 @@ def open_session(path_or_session, providers=None, num_threads=None):
     if not path.is_file():
         raise ValueError(f'detector model path is not a file: {path}')
     try:
-        return _session_factory()(str(path), providers=providers, num_threads=num_threads), str(path)
-    except FileNotFoundError:
-        raise
-    except Exception as error:  # onnxruntime raises InvalidProtobuf, Fail, ... (plain Exception subclasses)
+        return create_session(path, providers=providers, num_threads=num_threads), str(path)
+    except ValueError:
+        raise  # onnx_backend.ModelLoadError names the file
+    except Exception as error:
         raise ValueError(f'{path}: cannot be loaded as an ONNX model ({type(error).__name__}: {error})') from error
