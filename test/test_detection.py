@@ -14,7 +14,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from metrabs_ros.detection import FORMAT_NAMES, PersonDetector, letterbox, nms
+from metrabs_ros.detection import FORMAT_NAMES, PersonDetector, letterbox, nms, resolve_layout
+from metrabs_ros.detection.autodetect import TensorInfo
 
 COLOR_RGB = (200, 100, 30)
 PAD = 114
@@ -455,6 +456,47 @@ def test_raw_yolox_with_wrong_anchor_count_is_explained(tmp_path):
     detector = PersonDetector(path, format='yolox', yolox_decoded=False)
     with pytest.raises(ValueError, match='yolox_decoded=True'):
         detector.detect(solid_image((640, 480)))
+
+
+F32 = 'tensor(float)'
+
+
+def _image_input(size=640):
+    return [TensorInfo('images', (1, 3, size, size), F32)]
+
+
+# output layouts of well-known exports (shapes from their export code / documentation)
+KNOWN_EXPORTS = {
+    'yolov8n 640': (640, [('output0', (1, 84, 8400))], 'yolov8', None),
+    'yolo11 single-class 640': (640, [('output0', (1, 5, 8400))], 'yolov8', None),
+    'yolov8 p6 1280': (1280, [('output0', (1, 84, 34000))], 'yolov8', None),
+    'yolov5s 640': (640, [('output0', (1, 25200, 85))], 'yolov5', None),
+    'yolov5 single-class 640': (640, [('output0', (1, 25200, 6))], 'yolov5', None),
+    'yolov5s6 1280': (1280, [('output0', (1, 102000, 85))], 'yolov5', None),
+    'yolov5 v5 with per-level outputs': (640, [('output', (1, 25200, 85)), ('345', (1, 3, 80, 80, 85)),
+                                              ('403', (1, 3, 40, 40, 85)), ('461', (1, 3, 20, 20, 85))],
+                                         'yolov5', None),
+    'yolox_s 640': (640, [('output', (1, 8400, 85))], 'yolox', None),
+    'yolox_tiny 416': (416, [('output', (1, 3549, 85))], 'yolox', None),
+    'yolox single-class': (640, [('output', (1, 8400, 6))], 'yolox', None),
+    'ultralytics nms=True / yolov10': (640, [('output0', (1, 300, 6))], 'end2end', 'single'),
+    'EfficientNMS (yolo exports)': (640, [('num_dets', (1, 1)), ('det_boxes', (1, 100, 4)),
+                                          ('det_scores', (1, 100)), ('det_classes', (1, 100))], 'end2end',
+                                    'efficient_nms'),
+    'EfficientNMS_TRT default names': (640, [('num_detections', (1, 1)), ('detection_boxes', (1, 100, 4)),
+                                             ('detection_scores', (1, 100)), ('detection_classes', (1, 100))],
+                                       'end2end', 'efficient_nms'),
+    'mmdeploy': (640, [('dets', (1, 100, 5)), ('labels', (1, 100))], 'end2end', 'dets_labels'),
+    'boxes/scores/labels': (640, [('boxes', (1, 100, 4)), ('scores', (1, 100)), ('labels', (1, 100))], 'end2end',
+                            'named'),
+}
+
+
+@pytest.mark.parametrize('name', list(KNOWN_EXPORTS))
+def test_auto_detection_of_known_export_layouts(name):
+    size, outputs, expected_format, expected_style = KNOWN_EXPORTS[name]
+    layout = resolve_layout(_image_input(size), [TensorInfo(n, shape, F32) for n, shape in outputs], {})
+    assert (layout.format, layout.end2end_style, layout.input_hw) == (expected_format, expected_style, (size, size))
 
 
 def test_format_names():

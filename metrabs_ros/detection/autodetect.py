@@ -8,9 +8,10 @@ Order of evidence for ``format='auto'``:
    ``num_dets``/``det_*`` (or ``num_detections``/``detection_*``), mmdeploy ``dets`` + ``labels``, or outputs
    named like boxes/scores/classes|labels -> ``end2end``;
 4. the single rank-3 output ``[1, a, b]`` against the anchor counts of the input size ``S`` (grid =
-   sum over strides 8/16/32 of (S/stride)^2): ``a < b`` -> ``yolov8``; ``a`` = 3 grid (3 anchors per cell,
-   also with stride 64) -> ``yolov5``; ``a`` = grid -> ``yolox``; ``b`` = 6 -> ``end2end`` ``[1, N, 6]``;
-   otherwise ultralytics metadata (``stride`` + ``names``) -> ``yolov5``.
+   sum over strides 8/16/32 (or 8..64) of (S/stride)^2): ``b`` = grid -> ``yolov8``; ``a`` = 3 grid (3 anchors
+   per cell) -> ``yolov5``; ``a`` = grid -> ``yolox``; ``b`` = 6 -> ``end2end`` ``[1, N, 6]``; then
+   ``a < b`` -> ``yolov8``; ultralytics metadata (``stride`` + ``names``) -> ``yolov5``. Dynamic output
+   dimensions are learnt from one probe run on a blank input.
 
 Other metadata keys honoured (strings): ``person_class`` (int), ``yolox_decoded`` (true/false),
 ``preprocessing`` (``ultralytics`` | ``yolox``), ultralytics ``names`` (index of 'person') and ``imgsz``.
@@ -226,19 +227,20 @@ def _classify_single(output, input_hw, metadata):
     a, b = shape
     if a is None or b is None:
         raise NeedsProbe()
-    grid = _grid(input_hw, (8, 16, 32))
-    if a < b and a >= 5:
-        return 'yolov8', f'output {output.name} [1, {a}, {b}] is channels-first [1, 4+C, N]'
-    if b < 6:
-        return None
-    if a in (3 * grid, 3 * _grid(input_hw, (8, 16, 32, 64))):
-        return 'yolov5', f'output {output.name} has N={a} = 3 anchors x grid cells of a {input_hw} input'
-    if a == grid:
-        return 'yolox', f'output {output.name} has N={a} = 1 anchor x grid cells of a {input_hw} input'
+    grid, grid_p6 = _grid(input_hw, (8, 16, 32)), _grid(input_hw, (8, 16, 32, 64))
+    where = f'output {output.name} [1, {a}, {b}] of a {input_hw[0]}x{input_hw[1]} input'
+    if a >= 5 and b in (grid, grid_p6):
+        return 'yolov8', f'{where}: [1, 4+C, N] with N = 1 anchor x grid cells'
+    if b >= 6 and a in (3 * grid, 3 * grid_p6):
+        return 'yolov5', f'{where}: [1, N, 5+C] with N = 3 anchors x grid cells'
+    if b >= 6 and a == grid:
+        return 'yolox', f'{where}: [1, N, 5+C] with N = 1 anchor x grid cells'
     if b == 6:
-        return 'end2end', f'output {output.name} [1, {a}, 6] = (x1, y1, x2, y2, score, class) after NMS'
-    if _is_ultralytics(metadata):
-        return 'yolov5', f'output {output.name} [1, {a}, {b}] with ultralytics metadata'
+        return 'end2end', f'{where}: [1, N, 6] = (x1, y1, x2, y2, score, class) after NMS'
+    if 5 <= a < b:
+        return 'yolov8', f'{where}: channels-first [1, 4+C, N] (N not a stride 8/16/32 grid)'
+    if b >= 6 and _is_ultralytics(metadata):
+        return 'yolov5', f'{where}: [1, N, 5+C] with ultralytics metadata'
     return None
 
 
