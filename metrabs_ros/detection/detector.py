@@ -56,8 +56,8 @@ class PersonDetector:
         preprocessing: 'ultralytics' (RGB/255, centred letterbox) or 'yolox' (BGR 0..255, top-left) or a
             :class:`formats.InputSpec`; None = metadata ``preprocessing``, else the format's default.
 
-    Box convention: the detectors' continuous pixel coordinates (image spans ``[0, W] x [0, H]``), which is what
-    ultralytics/YOLOX and the official MeTRAbs pipeline pass on; no half-pixel shift is applied.
+    Box convention: the YOLO/COCO continuous pixel coordinates in which the image spans ``[0, W] x [0, H]``,
+    passed on unchanged (no half-pixel shift towards the contract's pixel-centre convention; at most 0.5 px).
     """
 
     def __init__(self, path_or_session, format='auto', providers=None, num_threads=None, person_class=None,
