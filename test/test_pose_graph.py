@@ -13,11 +13,11 @@ from metrabs_ros.camera import CameraModel, intrinsics_from_fov  # noqa: E402
 from metrabs_ros.crops import crop_geometry, crop_sampling_grid_px as crop_sampling_grid_np  # noqa: E402
 from metrabs_ros.heatmap_decoding import (heatmap_to_image_px as to_px_np,  # noqa: E402
                                           heatmap_to_metric_mm as to_mm_np, soft_argmax as soft_argmax_np)
-from metrabs_ros.skeletons import get_skeleton, mirror_permutation  # noqa: E402
+from metrabs_ros.skeletons import get_skeleton  # noqa: E402
 from metrabs_ros.training.absolute_pose import reconstruct_absolute  # noqa: E402
-from metrabs_ros.training.fixtures import template_pose_mm  # noqa: E402
-from metrabs_ros.training.heads import MetrabsHead, last_receptive_center_px  # noqa: E402
-from metrabs_ros.training.pose_graph import PoseGraph  # noqa: E402
+from metrabs_ros.training.fixtures import (build_oracle_pose_graph, oracle_head_logits,  # noqa: E402
+                                           template_pose_mm)
+from metrabs_ros.training.heads import MetrabsHead  # noqa: E402
 from metrabs_ros.training.warp import crop_sampling_grid_px, warp_crops  # noqa: E402
 
 RES = 128
@@ -254,58 +254,8 @@ def test_head_decoding_matches_numpy_reference():
     np.testing.assert_allclose(coords3d.numpy(), exp3d, atol=1e-2)
 
 
-# ---- oracle network: heatmaps built from a known pose, to check the flip / back-rotation geometry ----------
-
-def _two_point_logits(target01, n):
-    """[..., n] logits whose softmax has expectation exactly target01 on linspace(0, 1, n)."""
-    pos = np.asarray(target01) * (n - 1)
-    low = np.clip(np.floor(pos), 0, n - 2).astype(int)
-    frac = pos - low
-    probs = np.zeros(np.shape(target01) + (n,))
-    np.put_along_axis(probs, low[..., None], (1 - frac)[..., None], axis=-1)
-    np.put_along_axis(probs, (low + 1)[..., None], frac[..., None], axis=-1)
-    return np.log(np.maximum(probs, 1e-30))
-
-
-class _FixedFeatures(torch.nn.Module):
-    """Stands in for the backbone: returns precomputed head logits (the head's conv is an identity)."""
-
-    def __init__(self, logits):
-        super().__init__()
-        self.register_buffer('logits', torch.from_numpy(logits.astype(np.float32)))
-
-    def forward(self, crops):
-        return self.logits
-
-
-def _oracle_logits(pose_cam, geom, flips, res, depth_bins=8, stride=32, cube=2200.0):
-    """Logits of a perfect network: each crop 'sees' the pose in its own camera (mirrored crops show the
-    left joints where the right ones are, so their labels are swapped)."""
-    num_j = len(pose_cam)
-    perm = mirror_permutation(get_skeleton('smpl_24').joint_names)
-    hm = res // stride
-    lrc = last_receptive_center_px(res, stride)
-    rot = geom.rotations.reshape(-1, 3, 3).astype(np.float64)
-    crop_k = geom.intrinsics.reshape(-1, 3, 3).astype(np.float64)
-    flips = np.tile(flips, geom.rotations.shape[0])
-    out = []
-    for r, k, flipped in zip(rot, crop_k, flips):
-        pose_crop = pose_cam @ r.T
-        if flipped:
-            pose_crop = pose_crop[perm]
-        proj = pose_crop @ k.T
-        u2d = (proj[:, :2] / proj[:, 2:] - stride // 2) / lrc
-        rel = pose_crop - pose_crop.mean(0) + cube / 2
-        u3d = np.concatenate([(rel[:, :2] * res / cube - stride // 2) / lrc, rel[:, 2:] / cube], 1)
-        assert np.all((u2d > 0) & (u2d < 1)) and np.all((u3d > 0) & (u3d < 1))
-        l2x, l2y = _two_point_logits(u2d[:, 0], hm), _two_point_logits(u2d[:, 1], hm)
-        l3x, l3y = _two_point_logits(u3d[:, 0], hm), _two_point_logits(u3d[:, 1], hm)
-        l3z = _two_point_logits(u3d[:, 2], depth_bins)
-        logits2d = l2y[:, :, None] + l2x[:, None, :]                                   # [J, h, w]
-        logits3d = l3z[:, :, None, None] + l3y[:, None, :, None] + l3x[:, None, None, :]  # [J, D, h, w]
-        out.append(np.concatenate([logits2d, logits3d.transpose(1, 0, 2, 3).reshape(depth_bins * num_j, hm, hm)]))
-    return np.stack(out)
-
+# ---- oracle network (fixtures.oracle_head_logits: heatmaps built from a known pose) checks the flip and
+# back-rotation geometry ----------------------------------------------------------------------------------
 
 def test_flipped_and_unflipped_crops_agree_in_camera_frame():
     res = 256
@@ -325,12 +275,10 @@ def test_flipped_and_unflipped_crops_agree_in_camera_frame():
                       [center[0] - extent / 2 + 20, center[1] - extent / 2 - 10, extent * 1.1, extent * 1.1]])
     tta = tta_parameters(5)
     geom = crop_geometry(boxes, camera, UP, res, tta)
-    logits = _oracle_logits(pose_cam, geom, tta.flips, res)
-
-    head = MetrabsHead(1, len(names), res)
-    head.conv = torch.nn.Identity()
+    logits = oracle_head_logits(pose_cam, geom.rotations.reshape(-1, 3, 3), geom.intrinsics.reshape(-1, 3, 3),
+                                np.tile(tta.flips, len(boxes)), names, res)
     # ridge=0: exact inputs give the exact pose (the official ridge adds a few mm of bias, tested above).
-    graph = PoseGraph(_FixedFeatures(logits), head, names, res, ridge=0.0).eval()
+    graph = build_oracle_pose_graph(logits, names, res, ridge=0.0)
     image = torch.zeros(IMAGE_HW + (3,), dtype=torch.uint8)
     inputs = [image, *_camera_inputs(camera), torch.from_numpy(geom.rotations),
               torch.from_numpy(geom.intrinsics), torch.from_numpy(geom.pyramid_levels),

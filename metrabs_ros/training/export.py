@@ -5,6 +5,7 @@ onnxscript, which the project does not install. Opset 17 (GridSample needs ≥ 1
 """
 import json
 import os
+import warnings
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -80,7 +81,7 @@ def example_inputs(num_people: int = 2, num_aug: int = 2, image_hw=(96, 128), se
     height, width = image_hw
     image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
     if distortion_model == 'fisheye':
-        coeffs = np.concatenate([rng.uniform(-0.05, 0.05, 4), np.zeros(8)])
+        coeffs = rng.uniform(-0.05, 0.05, 4)
     else:
         coeffs = np.concatenate([rng.uniform(-0.05, 0.05, 5), np.zeros(7)])
     camera = CameraModel.create(distortion_coeffs=coeffs, distortion_model=distortion_model, image_hw=image_hw)
@@ -102,12 +103,14 @@ def example_inputs(num_people: int = 2, num_aug: int = 2, image_hw=(96, 128), se
 
 
 def export_pose_model(graph: PoseGraph, path, metadata: Optional[Mapping[str, Any]] = None,
-                      opset: int = DEFAULT_OPSET, check: bool = True) -> str:
+                      opset: int = DEFAULT_OPSET, check: bool = True,
+                      inputs: Optional[Sequence[torch.Tensor]] = None) -> str:
     """Write `graph` as a contract pose model to `path` (ONNX, single file) and return the path.
 
     metadata: contract keys (docs/model_contract.md); missing ones are filled by `contract_metadata(graph)`;
     non-string values are JSON-encoded. Dynamic axes: P, A (people, augmentations), H, W (image).
-    Runs onnx.checker (full check) when `check`.
+    Runs onnx.checker (full check) when `check`. `inputs` (ordered as INPUT_NAMES) are traced; default:
+    example_inputs(P=2, A=2).
     """
     import onnx
 
@@ -121,7 +124,9 @@ def export_pose_model(graph: PoseGraph, path, metadata: Optional[Mapping[str, An
         raise ValueError(f"metadata input_resolution {meta['input_resolution']} != graph {graph.resolution}")
 
     graph = graph.eval()
-    inputs = example_inputs(num_people=2, num_aug=2, resolution=graph.resolution)
+    if inputs is None:
+        inputs = example_inputs(num_people=2, num_aug=2, resolution=graph.resolution)
+    inputs = tuple(inputs)
     output_names = list(graph.output_names)
     dynamic_axes = {
         'image': {0: 'H', 1: 'W'},
@@ -134,7 +139,10 @@ def export_pose_model(graph: PoseGraph, path, metadata: Optional[Mapping[str, An
     for out in output_names:
         dynamic_axes[out] = {0: 'P', 1: 'A'}
     path = os.fspath(path)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Shape-derived Python ints (heatmap size, joint count) are constants of the model: expected.
+        warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
+        warnings.filterwarnings('ignore', category=DeprecationWarning)  # legacy exporter: deliberate choice
         torch.onnx.export(graph, inputs, path, input_names=list(INPUT_NAMES), output_names=output_names,
                           dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False,
                           do_constant_folding=True, external_data=False)

@@ -174,6 +174,80 @@ def make_random_pose_model(path, resolution: int = 128, skeleton: Union[str, Seq
     return path
 
 
+def two_point_logits(target01: np.ndarray, n: int) -> np.ndarray:
+    """[..., n] logits whose softmax has expectation exactly `target01` on linspace(0, 1, n): all mass on the
+    two grid points around the target (1e-30 elsewhere)."""
+    pos = np.asarray(target01, np.float64) * (n - 1)
+    low = np.clip(np.floor(pos), 0, n - 2).astype(int)
+    frac = pos - low
+    probs = np.zeros(np.shape(target01) + (n,))
+    np.put_along_axis(probs, low[..., None], (1 - frac)[..., None], axis=-1)
+    np.put_along_axis(probs, (low + 1)[..., None], frac[..., None], axis=-1)
+    return np.log(np.maximum(probs, 1e-30))
+
+
+def oracle_head_logits(pose_cam_mm: np.ndarray, rotations: np.ndarray, crop_intrinsics: np.ndarray,
+                       crop_flips: np.ndarray, joint_names: Sequence[str], resolution: int,
+                       depth_bins: int = 8, stride: int = 32, depth_cube_mm: float = 2200.0) -> np.ndarray:
+    """Head logits [N, J·(1+D), h, w] of a perfect network that sees the camera-frame pose `pose_cam_mm` [J, 3]
+    through N crops (rotations, crop_intrinsics [N, 3, 3]; crop_flips bool [N]).
+
+    A mirrored crop shows the person's left side where the right side is, so a perfect network labels the real
+    joint perm[j] as joint j (perm = mirror_permutation). The 2D targets are the crop projections, the 3D targets
+    the crop-frame pose about its mean, shifted into the middle of the metric cube. Decoding them (MetrabsHead)
+    gives these coordinates exactly; raises ValueError when a target falls outside the representable range.
+    """
+    from metrabs_ros.skeletons import mirror_permutation
+    perm = mirror_permutation(joint_names)
+    heat = resolution // stride
+    lrc = last_receptive_center_px(resolution, stride)
+    num_j = len(joint_names)
+    out = []
+    for r, k, flipped in zip(np.asarray(rotations, np.float64), np.asarray(crop_intrinsics, np.float64),
+                             np.asarray(crop_flips, bool)):
+        pose_crop = np.asarray(pose_cam_mm, np.float64) @ r.T
+        if flipped:
+            pose_crop = pose_crop[perm]
+        proj = pose_crop @ k.T
+        u2d = (proj[:, :2] / proj[:, 2:] - stride // 2) / lrc
+        rel = pose_crop - pose_crop.mean(0) + depth_cube_mm / 2
+        u3d = np.concatenate([(rel[:, :2] * resolution / depth_cube_mm - stride // 2) / lrc,
+                              rel[:, 2:] / depth_cube_mm], axis=1)
+        if not (np.all((u2d > 0) & (u2d < 1)) and np.all((u3d > 0) & (u3d < 1))):
+            raise ValueError('pose does not fit the heatmap range of this crop')
+        l2x, l2y = two_point_logits(u2d[:, 0], heat), two_point_logits(u2d[:, 1], heat)
+        l3x, l3y = two_point_logits(u3d[:, 0], heat), two_point_logits(u3d[:, 1], heat)
+        l3z = two_point_logits(u3d[:, 2], depth_bins)
+        logits2d = l2y[:, :, None] + l2x[:, None, :]                                          # [J, h, w]
+        logits3d = l3z[:, :, None, None] + l3y[:, None, :, None] + l3x[:, None, None, :]     # [J, D, h, w]
+        logits3d = logits3d.transpose(1, 0, 2, 3).reshape(depth_bins * num_j, heat, heat)   # channel P + d·P + j
+        out.append(np.concatenate([logits2d, logits3d]))
+    return np.stack(out).astype(np.float32)
+
+
+class FixedFeatures(torch.nn.Module):
+    """Backbone stand-in returning fixed head logits (use with head.conv = nn.Identity()): an 'oracle' crop
+    model for geometry tests. Only valid for the number of crops the logits were built for."""
+
+    def __init__(self, logits: np.ndarray):
+        super().__init__()
+        self.register_buffer('logits', torch.as_tensor(np.asarray(logits, np.float32)))
+        self.out_channels = int(self.logits.shape[1])
+        self.stride = 32
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        # Tie the output to the input so exporters keep the warp (the term is exactly zero).
+        return self.logits + crops.sum() * 0.0
+
+
+def build_oracle_pose_graph(logits: np.ndarray, joint_names: Sequence[str], resolution: int,
+                            ridge: float = 1e-2) -> PoseGraph:
+    """PoseGraph whose crop model returns `logits` (see oracle_head_logits)."""
+    head = MetrabsHead(1, len(joint_names), resolution)
+    head.conv = torch.nn.Identity()
+    return PoseGraph(FixedFeatures(logits), head, joint_names, resolution, ridge=ridge).eval()
+
+
 def read_metadata(path) -> dict:
     """metadata_props of an ONNX file as a dict, JSON values decoded (strings stay strings)."""
     import onnx
