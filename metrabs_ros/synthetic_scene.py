@@ -360,7 +360,7 @@ def world_to_camera_rotation(camera_pitch_deg: float) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------
 
 _TILE_PX = 8
-_MAX_PAIRS_PER_CHUNK = 1_500_000
+_MAX_PAIRS_PER_CHUNK = 400_000
 _NEAR_MM = 1.0
 _LIGHT_DIR_CAM = np.array([-0.35, -0.75, -0.56]) / np.linalg.norm([-0.35, -0.75, -0.56])  # towards the light
 _AMBIENT = 0.32
@@ -374,6 +374,38 @@ class _PixelRays:
     tile_hi: np.ndarray    # [Ty, Tx, 2] max
 
 
+def _distortion_jacobian(camera: CameraModel, xy: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """Finite-difference Jacobian ``[N, 2, 2]`` of the camera's distortion at normalised points ``xy [N, 2]``."""
+    base = camera.distort_normalized(xy)
+    dx = (camera.distort_normalized(xy + [eps, 0.0]) - base) / eps
+    dy = (camera.distort_normalized(xy + [0.0, eps]) - base) / eps
+    return np.stack([dx, dy], axis=-1)
+
+
+def _undistort_checked(camera: CameraModel, xy_distorted: np.ndarray, newton_steps: int = 12) -> np.ndarray:
+    """Undistort normalised points ``[N, 2]`` exactly: the camera's fixed-point inverse, refined by Newton steps on
+    the forward model; NaN where no orientation-preserving inverse exists (outside the lens model's valid field,
+    e.g. beyond the fold of a strong barrel polynomial)."""
+    xy_fp = camera.undistort_normalized(xy_distorted)
+    with np.errstate(all='ignore'):
+        err_fp = np.linalg.norm(camera.distort_normalized(xy_fp) - xy_distorted, axis=-1)
+        err_id = np.linalg.norm(camera.distort_normalized(xy_distorted) - xy_distorted, axis=-1)
+        xy = np.where((err_fp <= err_id)[:, None] & np.isfinite(xy_fp), xy_fp, xy_distorted)
+        for _ in range(newton_steps):  # Newton iterations (a fixed small number), vectorised over pixels
+            residual = camera.distort_normalized(xy) - xy_distorted
+            todo = np.flatnonzero(~(np.linalg.norm(residual, axis=-1) < 1e-11))
+            if len(todo) == 0:
+                break
+            jac = _distortion_jacobian(camera, xy[todo])
+            step = np.linalg.solve(jac + 1e-15 * np.eye(2), residual[todo][..., None])[..., 0]
+            xy[todo] = xy[todo] - step
+        residual_px = np.linalg.norm(camera.distort_normalized(xy) - xy_distorted, axis=-1) * \
+            camera.intrinsic_matrix[0, 0]
+        valid = (residual_px < 1e-4) & (np.linalg.det(_distortion_jacobian(camera, xy)) > 0)
+    xy[~valid] = np.nan
+    return xy
+
+
 def _pixel_rays(camera: CameraModel, image_hw: Tuple[int, int]) -> _PixelRays:
     key = (camera.intrinsic_matrix.tobytes(), camera.distortion_coeffs.tobytes(), camera.distortion_model,
            int(image_hw[0]), int(image_hw[1]))
@@ -382,11 +414,14 @@ def _pixel_rays(camera: CameraModel, image_hw: Tuple[int, int]) -> _PixelRays:
         return cached
     h, w = key[3], key[4]
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    rays = camera.pixels_to_rays(np.stack([xs, ys], axis=-1))
-    if camera.is_distorted:  # keep only rays that re-project onto their pixel (inside the lens' valid field)
-        reproj = camera.project_px(rays)
-        bad = ~(np.linalg.norm(reproj - np.stack([xs, ys], -1), axis=-1) < 1e-3)
-        rays[bad] = np.nan
+    if camera.is_distorted:
+        K = camera.intrinsic_matrix
+        y_d = (ys - K[1, 2]) / K[1, 1]
+        x_d = (xs - K[0, 2] - K[0, 1] * y_d) / K[0, 0]
+        xy = _undistort_checked(camera, np.stack([x_d, y_d], axis=-1).reshape(-1, 2)).reshape(h, w, 2)
+        rays = np.concatenate([xy, np.ones((h, w, 1))], axis=-1)
+    else:
+        rays = camera.pixels_to_rays(np.stack([xs, ys], axis=-1))
     ty, tx = -(-h // _TILE_PX), -(-w // _TILE_PX)
     padded = np.full((ty * _TILE_PX, tx * _TILE_PX, 2), np.nan)
     padded[:h, :w] = rays[..., :2]
@@ -725,13 +760,50 @@ def _horizontal_view(camera: CameraModel, image_w: int) -> Tuple[float, float]:
     return (0.0 - K[0, 2]) / K[0, 0], (image_w - 1.0 - K[0, 2]) / K[0, 0]
 
 
-def _finish_scene(camera, image_hw, prims_list, joints_list, bodies, yaws, kinds, colours, background_rgb,
-                  flat, world_to_camera, camera_height_mm, camera_pitch_deg, time_s) -> Scene:
+@dataclasses.dataclass
+class PersonPlacement:
+    """One person to put into a scene: pose, body, where it stands and which way it faces."""
+
+    angles_rad: np.ndarray                  # [24, 3] joint angles (standing_pose / walking_pose / random_pose)
+    body: BodyParams
+    ground_xz_mm: Tuple[float, float]       # world X (right) and Z (forward, horizontal) of the pelvis, mm
+    yaw_rad: float = 0.0                    # 0 = facing the camera; positive turns the forward towards +X
+    colour_rgb: Optional[Sequence[int]] = None  # key colour (flat rendering); default: the body's shirt colour
+    pose_kind: str = 'custom'
+
+
+def compose_scene(people: Sequence[PersonPlacement], camera: CameraModel, image_hw: Tuple[int, int] = (480, 640),
+                  camera_height_mm: float = 1500.0, camera_pitch_deg: float = 0.0,
+                  background_rgb: Optional[np.ndarray] = None, flat_colours: bool = False,
+                  time_s: float = 0.0) -> Scene:
+    """Render explicitly placed people and compute their ground truth.
+
+    Args:
+      people: the people (their order is the order of ``Scene.people`` and the values of ``person_index``).
+      camera: the camera (its distortion is rendered exactly).
+      camera_height_mm, camera_pitch_deg: the camera above the ground plane, pitched down.
+      background_rgb: ``uint8 [H, W, 3]`` (default mid grey), e.g. from :func:`render_background`.
+      flat_colours: every person in exactly one colour (``colour_rgb``), no shading (for colour keys).
+    """
+    image_hw = (int(image_hw[0]), int(image_hw[1]))
     h, w = image_hw
+    world_to_camera = world_to_camera_rotation(camera_pitch_deg)
+    joints_list, prims_list, colours = [], [], []
+    for i, person in enumerate(people):  # loop over people (a handful)
+        colour = np.asarray(person.body.colour_rgb if person.colour_rgb is None else person.colour_rgb, np.float64)
+        body = person.body
+        if not flat_colours and person.colour_rgb is not None:
+            body = dataclasses.replace(body, clothing_rgb=np.array(body.clothing_rgb, np.float64))
+            body.clothing_rgb[_SHIRT] = colour
+        j3d, prims = pose_person(person.angles_rad, body, person.ground_xz_mm, person.yaw_rad, world_to_camera,
+                                 camera_height_mm, owner=i, flat_rgb=colour if flat_colours else None)
+        joints_list.append(j3d)
+        prims_list.append(prims)
+        colours.append(np.clip(np.rint(colour), 0, 255).astype(np.uint8))
     result = render_primitives(camera, image_hw, Primitives.concatenate(prims_list), background_rgb,
-                               shading=not flat)
-    people = []
-    for i, joints in enumerate(joints_list):  # loop over people (a handful)
+                               shading=not flat_colours)
+    ground_truth = []
+    for i, (person, joints) in enumerate(zip(people, joints_list)):  # loop over people
         joints2d = camera.project_px(joints)
         px = np.rint(joints2d)
         in_image = (np.all(np.isfinite(px), axis=1) & (px[:, 0] >= 0) & (px[:, 0] < w)
@@ -746,9 +818,9 @@ def _finish_scene(camera, image_hw, prims_list, joints_list, bodies, yaws, kinds
             box = np.array([cols[0] - 0.5, rows[0] - 0.5, cols[-1] - cols[0] + 1.0, rows[-1] - rows[0] + 1.0])
         else:
             box = np.zeros(4)
-        people.append(PersonGT(joints, joints2d, in_image & ~occluded, box, np.asarray(colours[i], np.uint8),
-                               int(mask.sum()), float(bodies[i].height_mm), float(yaws[i]), kinds[i]))
-    return Scene(result.image_rgb, camera, people, result.depth_mm, result.owner,
+        ground_truth.append(PersonGT(joints, joints2d, in_image & ~occluded, box, colours[i], int(mask.sum()),
+                                     float(person.body.height_mm), float(person.yaw_rad), person.pose_kind))
+    return Scene(result.image_rgb, camera, ground_truth, result.depth_mm, result.owner,
                  world_to_camera @ np.array([0.0, -1.0, 0.0]), float(camera_height_mm), float(camera_pitch_deg),
                  float(time_s))
 
@@ -761,9 +833,6 @@ def _person_appearance(rng, index: int, flat: bool, colours) -> Tuple[BodyParams
         colour = FLAT_PALETTE_RGB[index % len(FLAT_PALETTE_RGB)].astype(np.float64)
     else:
         colour = body.colour_rgb
-    if not flat:
-        body.clothing_rgb = body.clothing_rgb.copy()
-        body.clothing_rgb[_SHIRT] = colour
     return body, colour
 
 
@@ -806,8 +875,8 @@ def render_scene(spec_or_seed: Union[SceneSpec, int] = 0, **overrides) -> Scene:
                 break
         positions.append((x, z))
 
-    prims, joints, bodies, yaws, kinds, colours = [], [], [], [], [], []
-    for i, (x, z) in enumerate(positions):
+    placements = []
+    for i, (x, z) in enumerate(positions):  # loop over people
         body, colour = _person_appearance(rng, i, spec.flat_colours, spec.person_colours_rgb)
         kind = spec.pose if spec.pose != 'mixed' else ('standing', 'walking', 'random')[
             int(rng.choice(3, p=[0.3, 0.4, 0.3]))]
@@ -818,16 +887,8 @@ def render_scene(spec_or_seed: Union[SceneSpec, int] = 0, **overrides) -> Scene:
         else:
             angles = random_pose(rng)
         yaw = float(rng.uniform(-math.pi, math.pi))
-        j3d, pr = pose_person(angles, body, (x, z), yaw, world_to_camera, cam_h, owner=i,
-                              flat_rgb=colour if spec.flat_colours else None)
-        prims.append(pr)
-        joints.append(j3d)
-        bodies.append(body)
-        yaws.append(yaw)
-        kinds.append(kind)
-        colours.append(colour)
-    return _finish_scene(camera, image_hw, prims, joints, bodies, yaws, kinds, colours, background_rgb,
-                         spec.flat_colours, world_to_camera, cam_h, pitch, 0.0)
+        placements.append(PersonPlacement(angles, body, (x, z), yaw, colour, kind))
+    return compose_scene(placements, camera, image_hw, cam_h, pitch, background_rgb, spec.flat_colours)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -871,7 +932,7 @@ def animate_scene(seed: int, t_s: float, image_hw: Tuple[int, int] = (480, 640),
         _ANIMATION_BACKGROUNDS[bg_key] = background_rgb
     xn_lo, xn_hi = _horizontal_view(camera, image_hw[1])
 
-    prims, joints, bodies, yaws, kinds, colours = [], [], [], [], [], []
+    placements = []
     for i in range(num_people):  # loop over people
         body, colour = _person_appearance(rng, i, flat_colours, person_colours_rgb)
         zc = rng.uniform(4500, 5500)
@@ -891,17 +952,9 @@ def animate_scene(seed: int, t_s: float, image_hw: Tuple[int, int] = (480, 640),
         tx, tz = -ax * math.sin(theta) * direction, az * math.cos(theta) * direction
         yaw = math.atan2(tx, -tz)
         phase = 2 * math.pi * (s0 * cum[-1] + speed * t_s) / (0.72 * body.height_mm)
-        angles = walking_pose(phase, arm_swing_deg=swing)
-        j3d, pr = pose_person(angles, body, (x, z), yaw, world_to_camera, cam_h, owner=i,
-                              flat_rgb=colour if flat_colours else None)
-        prims.append(pr)
-        joints.append(j3d)
-        bodies.append(body)
-        yaws.append(yaw)
-        kinds.append('walking')
-        colours.append(colour)
-    return _finish_scene(camera, image_hw, prims, joints, bodies, yaws, kinds, colours, background_rgb,
-                         flat_colours, world_to_camera, cam_h, pitch, t_s)
+        placements.append(PersonPlacement(walking_pose(phase, arm_swing_deg=swing), body, (x, z), yaw, colour,
+                                          'walking'))
+    return compose_scene(placements, camera, image_hw, cam_h, pitch, background_rgb, flat_colours, t_s)
 
 
 def walking_frames(seed: int, fps: float = 15.0, start_s: float = 0.0, num_frames: Optional[int] = None,

@@ -15,7 +15,8 @@ import pytest
 from metrabs_ros.camera import CameraModel
 from metrabs_ros.skeletons import get_skeleton
 from metrabs_ros.synthetic_scene import (
-    JOINT_NAMES, Primitives, animate_scene, render_primitives, render_scene, walking_frames)
+    JOINT_NAMES, BodyParams, PersonPlacement, Primitives, animate_scene, compose_scene, render_primitives,
+    render_scene, standing_pose, walking_frames)
 from metrabs_ros.training.colour_key_detector import make_colour_key_detector
 
 H, W = 480, 640
@@ -75,29 +76,24 @@ def test_visible_joints_project_onto_own_silhouette(seed):
 
 
 def test_occluded_joints_are_flagged():
-    # Two people on the optical axis, one behind the other: the far one's joints are hidden by the near one.
-    scene = render_scene(5, num_people=0)
-    cam = scene.camera
-    from metrabs_ros.synthetic_scene import (
-        BodyParams, _finish_scene, pose_person, standing_pose, world_to_camera_rotation)
-    rot = world_to_camera_rotation(0.0)
+    # Two people on the optical axis, one behind the other: the far one's torso is hidden by the near one.
     rng = np.random.default_rng(0)
-    prims, joints, bodies = [], [], []
-    for i, (z, colour) in enumerate([(3000.0, (255, 0, 0)), (5000.0, (0, 0, 255))]):
-        body = BodyParams(height_mm=1750.0)
-        j3d, pr = pose_person(standing_pose(rng), body, (0.0, z), 0.0, rot, 1000.0, owner=i, flat_rgb=colour)
-        prims.append(pr)
-        joints.append(j3d)
-        bodies.append(body)
-    bg = np.full((H, W, 3), 128, np.uint8)
-    occl = _finish_scene(cam, (H, W), prims, joints, bodies, [0.0, 0.0], ['standing'] * 2,
-                         [(255, 0, 0), (0, 0, 255)], bg, True, rot, 1000.0, 0.0, 0.0)
-    near, far = occl.people
+    cam = CameraModel.create(image_hw=(H, W), fov_degrees=55)
+    colours = [(255, 0, 0), (0, 0, 255)]
+    people = [PersonPlacement(standing_pose(rng), BodyParams(height_mm=1750.0), (0.0, z), 0.0, c)
+              for z, c in zip((3000.0, 5000.0), colours)]
+    scene = compose_scene(people, cam, (H, W), camera_height_mm=1000.0, camera_pitch_deg=0.0, flat_colours=True)
+    near, far = scene.people
     assert near.joint_visible.all()
     spine = [JOINT_NAMES.index(n) for n in ('pelv', 'spi1', 'spi2', 'spi3', 'neck')]
     assert not far.joint_visible[spine].any()
     px = _pinhole_px(far.joints3d_mm[spine], F_55, W / 2, H / 2)
-    assert np.all(_pixel_colour_owner(occl.image_rgb, [(255, 0, 0), (0, 0, 255)], px) == 0)
+    assert np.all(_pixel_colour_owner(scene.image_rgb, colours, px) == 0)
+    # standing on the floor: the lowest rendered surface point of the near person lies on the plane y = 1000 mm
+    rows, cols = np.nonzero(scene.person_index == 0)
+    k = np.argmax(rows)
+    y_mm = (rows[k] - H / 2) / F_55 * scene.depth_mm[rows[k], cols[k]]
+    assert 1000.0 - 15.0 < y_mm <= 1000.0 + 1e-3
 
 
 # (b) ---------------------------------------------------------------------------------------------------------
@@ -159,13 +155,14 @@ def test_box_is_the_silhouette_extent(seed):
 
 
 def test_shaded_scene_has_people_and_sane_ground_truth():
-    scene = render_scene(21, num_people=3, background='checker')
+    scene = render_scene(21, num_people=3, background='checker', pose='standing')
     assert scene.image_rgb.shape == (H, W, 3) and scene.image_rgb.dtype == np.uint8
     assert len(scene.people) == 3
     for i, person in enumerate(scene.people):
         mask = scene.person_index == i
         assert mask.sum() == person.num_pixels > 0
-        assert np.all(np.isfinite(scene.depth_mm[mask])) and np.all(np.isinf(scene.depth_mm[~(scene.person_index >= 0)]))
+        assert np.all(np.isfinite(scene.depth_mm[mask]))
+        assert np.all(np.isinf(scene.depth_mm[scene.person_index < 0]))
         # feet on the ground plane: the lowest joint is near the floor, the head ~ body height above it
         up = scene.up_vector_cam
         heights = person.joints3d_mm @ up + scene.camera_height_mm
@@ -273,17 +270,26 @@ def test_distorted_camera_joints_land_on_person_pixels():
     assert pinhole_misses >= 0.1 * total  # the test would notice a renderer that ignored distortion
 
 
-def test_distorted_capsule_axis_and_flanks():
+FISHEYE4 = [0.08, -0.02, 0.004, -0.001]
+
+
+@pytest.mark.parametrize('model', ['opencv', 'fisheye'])
+def test_distorted_capsule_axis_and_flanks(model):
     K = np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]])
-    cam = CameraModel.create(K, DIST5)
+    coeffs = DIST5 if model == 'opencv' else FISHEYE4
+    cam = CameraModel.create(K, coeffs, model)
     x, z, r = 1500.0, 3000.0, 80.0   # near the image's right border: strong distortion
     result = render_primitives(cam, (H, W), _single_capsule((x, -900, z), (x, 900, z), r), shading=False)
     ys = np.linspace(-800, 800, 41)
     axis = np.stack([np.full_like(ys, x), ys, np.full_like(ys, z)], 1)
     outside = np.concatenate([axis + [1.8 * r, 0, 0], axis - [1.8 * r, 0, 0]])
 
-    def project(points):
-        return cv2.projectPoints(points, np.zeros(3), np.zeros(3), K, np.array(DIST5))[0].reshape(-1, 2)
+    def project(points):  # OpenCV as the independent reference
+        if model == 'fisheye':
+            px, _ = cv2.fisheye.projectPoints(points[:, None, :], np.zeros(3), np.zeros(3), K, np.array(coeffs))
+        else:
+            px, _ = cv2.projectPoints(points, np.zeros(3), np.zeros(3), K, np.array(coeffs))
+        return px.reshape(-1, 2)
 
     px_axis, px_out = project(axis), project(outside)
     assert _in_image(px_axis).all() and _in_image(px_out).all()
