@@ -18,7 +18,13 @@ Frames and units:
 
 Main entry points: :func:`render_scene` (one random scene, deterministic from a seed), :func:`animate_scene` /
 :func:`walking_frames` (people walking smoothly on closed paths; frame at time ``t`` is reproducible),
-:func:`render_primitives` (the ray caster itself) and :func:`save_scene_example`.
+:func:`compose_scene` (explicitly placed people), :func:`render_primitives` (the ray caster itself) and
+:func:`save_scene_example`. ``python -m metrabs_ros.synthetic_scene --out x.png --benchmark 10`` writes an example
+and times the renderer (640x480, 3 people: roughly 30-60 ms of one CPU core, depending on the background).
+
+The per-pixel rays of a camera are computed once and cached (a distorted camera: about 0.2-0.6 s for 640x480,
+Newton-refined so that every ray re-projects onto its pixel centre to < 1e-4 px; pixels outside the lens model's
+valid field stay black).
 """
 
 from __future__ import annotations
@@ -548,6 +554,8 @@ def _intersect_ellipsoids(d, centre, axes, radii):
 
 @dataclasses.dataclass
 class RenderResult:
+    """Output of :func:`render_primitives`."""
+
     image_rgb: np.ndarray   # uint8 [H, W, 3]
     depth_mm: np.ndarray    # float32 [H, W], z of the visible surface (camera frame), inf on the background
     owner: np.ndarray       # int32 [H, W], owner index of the visible primitive, -1 on the background
@@ -711,6 +719,8 @@ class PersonGT:
 
 @dataclasses.dataclass
 class Scene:
+    """A rendered frame and the ground truth of every person in it."""
+
     image_rgb: np.ndarray       # uint8 [H, W, 3]
     camera: CameraModel
     people: List[PersonGT]
