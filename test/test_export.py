@@ -44,6 +44,10 @@ def test_exported_model_passes_checker_and_has_contract_io(fixture_model):
     onnx.checker.check_model(model, full_check=True)
     assert [i.name for i in model.graph.input] == list(INPUT_NAMES) == list(POSE_INPUTS)
     assert [o.name for o in model.graph.output] == ['poses3d_aug_mm']
+    dims = [d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    assert dims == ['P', 'A', 24, 3]
+    image_dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert image_dims == ['H', 'W', 3]
     op_types = {node.op_type for node in model.graph.node}
     assert 'GridSample' in op_types
     # Plain ONNX only (TensorRT-friendly): no custom domains, no matrix inverse / control flow.

@@ -147,6 +147,14 @@ def export_pose_model(graph: PoseGraph, path, metadata: Optional[Mapping[str, An
                           dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False,
                           do_constant_folding=True, external_data=False)
     model = onnx.load(path)
+    # The joint and coordinate axes are static; the exporter leaves them symbolic after the dynamic reshape.
+    static_dims = {'poses3d_aug_mm': (None, None, len(graph.joint_names), 3),
+                   'uncertainty_aug': (None, None, len(graph.joint_names))}
+    for output in model.graph.output:
+        for dim, value in zip(output.type.tensor_type.shape.dim, static_dims[output.name]):
+            if value is not None:
+                dim.Clear()
+                dim.dim_value = value
     del model.metadata_props[:]
     for key, value in meta.items():
         prop = model.metadata_props.add()

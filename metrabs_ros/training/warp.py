@@ -90,8 +90,8 @@ def crop_sampling_grid_px(intrinsics: torch.Tensor, distortion_coeffs: torch.Ten
     dtype = crop_rotations.dtype
     # Ray directions in the camera frame for each crop pixel: R.T · K_crop⁻¹ · [q, 1] (column vectors).
     backproj = crop_rotations.transpose(1, 2) @ inv3(crop_intrinsics.to(dtype))  # [N,3,3]
-    q = crop_pixel_grid(resolution, dtype)  # [res,res,3]
-    rays = torch.einsum('nij,hwj->nhwi', backproj, q)  # [N,res,res,3]
+    q = crop_pixel_grid(resolution, dtype).reshape(1, resolution * resolution, 3)
+    rays = torch.matmul(q, backproj.transpose(1, 2)).reshape(-1, resolution, resolution, 3)  # [N,res,res,3]
     z = rays[..., 2]
     ray_norm = torch.sqrt((rays * rays).sum(-1))
     valid = z > 1e-6 * ray_norm
