@@ -32,6 +32,7 @@ class PoseGraph(nn.Module):
     forward(image uint8 [H,W,3], intrinsics [3,3], distortion_coeffs [12], distortion_model [1],
             crop_rotations [P,A,3,3], crop_intrinsics [P,A,3,3], pyramid_levels int32 [P,A], aug_gammas [A],
             aug_flips [A]) → poses3d_aug_mm [P,A,J,3] (, uncertainty_aug [P,A,J] when the head has one).
+    P ≥ 1 and A ≥ 1: with no boxes, callers skip the model (P = 0 fails in ONNX Runtime's MatMul).
     """
 
     def __init__(self, backbone: nn.Module, head: MetrabsHead, joint_names: Sequence[str], resolution: int,
