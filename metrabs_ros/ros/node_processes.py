@@ -116,3 +116,28 @@ def spin_until(node, predicate: Callable[[], bool], timeout_s: float, executor=N
         else:
             rclpy.spin_once(node, timeout_sec=0.05)
     return predicate()
+
+
+def ensure_messages(build: bool = True) -> None:
+    """Make ``metrabs_ros.msg`` importable: if it is not, run scripts/build_ros.sh of the source tree (incremental,
+    ~0.3 s when up to date) and re-scan the package path. Raises RuntimeError if that fails."""
+    import importlib
+    import importlib.util
+    import pkgutil
+
+    import metrabs_ros
+
+    def importable():
+        metrabs_ros.__path__ = pkgutil.extend_path(list(metrabs_ros.__path__), 'metrabs_ros')
+        return importlib.util.find_spec('metrabs_ros.msg') is not None
+
+    if importable():
+        return
+    script = REPO_ROOT / 'scripts' / 'build_ros.sh'
+    if not build or not script.is_file():
+        raise RuntimeError('metrabs_ros.msg is not built: run scripts/build_ros.sh (or colcon build)')
+    result = subprocess.run(['bash', str(script)], capture_output=True, text=True,
+                            env=dict(os.environ, PYTHON=sys.executable))
+    importlib.invalidate_caches()
+    if result.returncode != 0 or not importable():
+        raise RuntimeError(f'scripts/build_ros.sh failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}')
