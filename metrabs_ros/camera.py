@@ -47,6 +47,8 @@ def _pad_coeffs(distortion_coeffs, model: str) -> np.ndarray:
         return np.zeros(12, np.float64)
     d = np.asarray(distortion_coeffs, dtype=np.float64).reshape(-1)
     if model == 'fisheye':
+        if d.size == 12 and not np.any(d[4:]):
+            d = d[:4]   # our own zero-padded storage form
         if d.size not in (0, 4):
             raise ValueError(f'fisheye distortion needs 4 coefficients (k1..k4), got {d.size}')
     elif d.size not in (0, 4, 5, 8, 12, 14):
@@ -86,10 +88,12 @@ def distort_normalized(xy: np.ndarray, coeffs12: np.ndarray, model: str = 'openc
 
 def undistort_normalized(xy_distorted: np.ndarray, coeffs12: np.ndarray, model: str = 'opencv',
                          iterations: int = 20) -> np.ndarray:
-    """Invert :func:`distort_normalized` by fixed-point iteration (as OpenCV's ``undistortPoints``).
+    """Invert :func:`distort_normalized`.
 
-    The OpenCV model is inverted with the update ``x = (x_d - tangential(x)) / radial(x)``; the fisheye model by
-    Newton iterations on ``theta_d(theta)``. Accurate to < 1e-6 inside the lens' valid field of view.
+    The OpenCV model starts with OpenCV's fixed-point update ``x = (x_d - tangential(x)) / radial(x)`` and is then
+    refined by Newton steps (the fixed point alone oscillates for strong barrel lenses near the edge of the
+    image); the fisheye model uses Newton iterations on ``theta_d(theta)``. Where the distortion polynomial is not
+    invertible (outside the lens' valid field of view) the closest point found is returned.
     """
     xy_d = np.asarray(xy_distorted, dtype=np.float64)
     d = coeffs12
@@ -108,13 +112,32 @@ def undistort_normalized(xy_distorted: np.ndarray, coeffs12: np.ndarray, model: 
         return xy_d * scale[..., np.newaxis]
     k1, k2, p1, p2, k3, k4, k5, k6, s1, s2, s3, s4 = d
     xy = xy_d.copy()
-    for _ in range(iterations):
+    for _ in range(min(iterations, 8)):   # fixed-point start (OpenCV's scheme)
         x, y = xy[..., 0], xy[..., 1]
         r2 = x * x + y * y
         inv_radial = (1 + r2 * (k4 + r2 * (k5 + r2 * k6))) / (1 + r2 * (k1 + r2 * (k2 + r2 * k3)))
         dx = 2 * p1 * x * y + p2 * (r2 + 2 * x * x) + s1 * r2 + s2 * r2 * r2
         dy = p1 * (r2 + 2 * y * y) + 2 * p2 * x * y + s3 * r2 + s4 * r2 * r2
-        xy = np.stack([(xy_d[..., 0] - dx) * inv_radial, (xy_d[..., 1] - dy) * inv_radial], axis=-1)
+        candidate = np.stack([(xy_d[..., 0] - dx) * inv_radial, (xy_d[..., 1] - dy) * inv_radial], axis=-1)
+        xy = np.where(np.isfinite(candidate), candidate, xy)
+    # Newton refinement with a finite-difference Jacobian: converges where the fixed point oscillates (strong
+    # barrel distortion near the edge of the valid field of view). Keeps the better of old/new per point.
+    eps = 1e-7
+    for _ in range(iterations):
+        residual = distort_normalized(xy, d, model) - xy_d
+        jx = (distort_normalized(xy + [eps, 0.0], d, model) - distort_normalized(xy - [eps, 0.0], d, model)) / (2 * eps)
+        jy = (distort_normalized(xy + [0.0, eps], d, model) - distort_normalized(xy - [0.0, eps], d, model)) / (2 * eps)
+        det = jx[..., 0] * jy[..., 1] - jy[..., 0] * jx[..., 1]
+        safe = np.abs(det) > 1e-12
+        det = np.where(safe, det, 1.0)
+        step_x = (jy[..., 1] * residual[..., 0] - jy[..., 0] * residual[..., 1]) / det
+        step_y = (-jx[..., 1] * residual[..., 0] + jx[..., 0] * residual[..., 1]) / det
+        candidate = xy - np.where(safe[..., None], np.stack([step_x, step_y], -1), 0.0)
+        better = (np.linalg.norm(distort_normalized(candidate, d, model) - xy_d, axis=-1)
+                  < np.linalg.norm(residual, axis=-1))
+        xy = np.where(better[..., None], candidate, xy)
+        if not np.any(better):
+            break
     return xy
 
 

@@ -68,15 +68,26 @@ def box_rotation_and_scale(boxes_xywh_px: np.ndarray, camera: CameraModel, up_ve
         np.stack([x + w / 2, y + h], 1),       # bottom
         np.stack([x, y + h / 2], 1)], 1)       # left
     rays = camera.pixels_to_rays(points_px)                        # [P, 5, 3]
+    if camera.is_distorted:
+        # Box points outside the lens' invertible field of view have no exact ray: mark such boxes invalid.
+        residual = np.linalg.norm(camera.project_px(rays) - points_px, axis=-1).max(axis=-1)
+        rays[residual > 1.0] = np.nan
     R0 = lookat_rotation(rays[:, 0], up_vector_cam)                # [P, 3, 3]
     side = np.einsum('pij,pkj->pki', camera.intrinsic_matrix @ R0, rays[:, 1:])
     side = side[..., :2] / side[..., 2:]
     vertical = np.linalg.norm(side[:, 0] - side[:, 2], axis=-1)
     horizontal = np.linalg.norm(side[:, 1] - side[:, 3], axis=-1)
     size = np.maximum(vertical, horizontal)
-    with np.errstate(divide='ignore'):
+    with np.errstate(divide='ignore', invalid='ignore'):
         scale = resolution / size
     return R0, scale
+
+
+def valid_boxes(geometry: 'CropGeometry') -> np.ndarray:
+    """``[P]`` bool: boxes whose crop geometry is finite (False e.g. for a box reaching beyond the invertible
+    field of view of a strongly distorted lens, or a degenerate box)."""
+    return (np.isfinite(geometry.box_scales) & (geometry.box_scales > 0)
+            & np.all(np.isfinite(geometry.rotations), axis=(1, 2, 3)))
 
 
 def crop_geometry(boxes_xywh_px: np.ndarray, camera: CameraModel, up_vector_cam, resolution: int,

@@ -14,7 +14,7 @@ import numpy as np
 from metrabs_ros import embedded_models
 from metrabs_ros.augmentation import tta_parameters
 from metrabs_ros.camera import CameraModel, intrinsics_from_fov
-from metrabs_ros.crops import crop_geometry
+from metrabs_ros.crops import CropGeometry, crop_geometry, valid_boxes
 from metrabs_ros.model_contract import POSE_OUTPUT, UNCERTAINTY_OUTPUT, read_pose_model_info
 from metrabs_ros.onnx_backend import ModelLoadError, create_session
 from metrabs_ros.plausibility import suppress_implausible_poses
@@ -200,6 +200,16 @@ class PoseEstimator:
         else:
             up_cam = np.asarray(world_up_vector, np.float64)
         geometry = crop_geometry(boxes[:, :4], camera, up_cam, self.info.resolution, tta, antialias_factor)
+        usable = valid_boxes(geometry)
+        if not np.all(usable):
+            LOGGER.warning('skipping %d box(es) whose crop cannot be formed (outside the lens model\'s valid '
+                           'field of view): %s', np.count_nonzero(~usable), boxes[~usable, :4].tolist())
+            boxes = boxes[usable]
+            geometry = CropGeometry(geometry.rotations[usable], geometry.intrinsics[usable],
+                                    geometry.pyramid_levels[usable], geometry.box_scales[usable])
+            if len(boxes) == 0:
+                return self._estimate(image, boxes, mapping, None, None, 'opencv', camera, extrinsic_matrix,
+                                      world_up_vector, default_fov_degrees, num_aug, antialias_factor, suppress)
         feeds = {
             'image': image,
             'intrinsics': camera.intrinsic_matrix.astype(np.float32),

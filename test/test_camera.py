@@ -88,3 +88,14 @@ def test_camera_info_conversion():
         CameraModel.from_camera_info(k, D5, 'weird')
     with pytest.raises(ValueError, match='coefficients'):
         CameraModel.from_camera_info(k, [0.1, 0.2, 0.3], 'plumb_bob')
+
+
+def test_undistortion_converges_for_strong_barrel_distortion_at_the_image_edge():
+    """The plain fixed-point iteration oscillates here; every pixel of the image must invert exactly."""
+    camera = CameraModel.create([[415.0, 0, 320], [0, 415.0, 240], [0, 0, 1]], [-0.3, 0.1, 0.0015, -0.001, -0.02])
+    cols, rows = np.meshgrid(np.arange(0, 640, 4.0), np.arange(0, 480, 4.0))
+    pixels = np.stack([cols, rows], -1).reshape(-1, 2)
+    # r·(1 - 0.3r² + 0.1r⁴ - 0.02r⁶) peaks at 0.907: image corners beyond that have no undistorted preimage.
+    pixels = pixels[np.hypot(pixels[:, 0] - 320, pixels[:, 1] - 240) / 415 < 0.88]
+    rays = camera.pixels_to_rays(pixels)
+    np.testing.assert_allclose(camera.project_px(rays), pixels, atol=1e-4)

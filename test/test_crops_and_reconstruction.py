@@ -152,3 +152,14 @@ def test_reconstruct_absolute_uses_3d_offsets_outside_the_validity_box():
     result = reconstruct_absolute(corrupted, rel, K_crop, ridge=0.0)
     # Only the 1e-4 row weights of outside joints see the corruption.
     np.testing.assert_allclose(result, reference, atol=0.05)
+
+
+def test_boxes_beyond_the_invertible_field_of_view_are_flagged():
+    from metrabs_ros.crops import valid_boxes
+    camera = CameraModel.create([[320.0, 0, 320], [0, 320.0, 240], [0, 0, 1]], [-0.25, 0, 0, 0, 0])
+    boxes = np.array([[250.0, 150.0, 100.0, 200.0], [500.0, 100.0, 400.0, 300.0]])   # second reaches x = 900
+    geometry = crop_geometry(boxes, camera, UP, 256, tta_parameters(1))
+    assert valid_boxes(geometry).tolist() == [True, False]
+    assert CameraModel.create(K, camera.distortion_coeffs[:4], 'fisheye').distortion_model == 'fisheye'
+    padded = CameraModel.create(K, [0.1, 0.01, 0, 0], 'fisheye').distortion_coeffs
+    assert CameraModel.create(K, padded, 'fisheye').distortion_coeffs.tolist() == padded.tolist()
