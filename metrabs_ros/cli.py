@@ -170,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--json', help='write the report as JSON')
     p.set_defaults(func=cmd_benchmark)
 
+    # Export / import commands (PyTorch) register themselves; their module imports torch only when they run.
+    try:
+        from metrabs_ros.training.commands import register_commands
+    except ImportError:
+        pass
+    else:
+        register_commands(sub)
     return parser
 
 
