@@ -173,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Export / import commands (PyTorch) register themselves; their module imports torch only when they run.
     try:
         from metrabs_ros.training.commands import register_commands
-    except ImportError:
-        pass
+    except ModuleNotFoundError as error:
+        if error.name != 'metrabs_ros.training.commands':
+            raise
     else:
         register_commands(sub)
     return parser
