@@ -1,9 +1,17 @@
 """Backbones: [B, 3, res, res] gamma-encoded RGB in [0, 1] → features [B, out_channels, res/stride, res/stride].
 
-Interface every backbone follows: constructor `(out_channels, stride=32)`, attributes `out_channels` and
-`stride`, channels-first input in [0, 1] (each backbone maps it to its own normalisation, here x·2 − 1).
-Real backbones (EfficientNetV2, MobileNetV3, ResNet) are a later addition with the same interface.
+Interface every backbone follows: attributes `out_channels` and `stride` (32), channels-first input in [0, 1]
+(each backbone maps it to its own normalisation: x·2 − 1 for EfficientNetV2 and the tiny test backbone, as the
+official MeTRAbs PreprocLayer; ImageNet mean/std for MobileNetV3 and ResNet, as their torchvision weights).
+
+Kinds (`Backbone(kind=...)`):
+  tiny                       test backbone (TinyBackbone), any out_channels
+  efficientnetv2-s/-m/-l     official MeTRAbs structure and key names (metrabs_ros.training.efficientnet)
+  mobilenetv3-large/-small   torchvision structure (metrabs_ros.training.mobilenet)
+  resnet18/34/50             torchvision structure (metrabs_ros.training.resnet)
 """
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
@@ -48,8 +56,33 @@ class TinyBackbone(nn.Module):
         return torch.cat([features, coords], dim=1)
 
 
-def Backbone(out_channels: int = 96, stride: int = 32, kind: str = 'tiny', **kwargs) -> nn.Module:
-    """Backbone factory (`kind`: 'tiny' for now). Returns a module with the interface described above."""
+BACKBONE_KINDS = ('tiny', 'efficientnetv2-s', 'efficientnetv2-m', 'efficientnetv2-l', 'mobilenetv3-large',
+                  'mobilenetv3-small', 'resnet18', 'resnet34', 'resnet50')
+
+
+def Backbone(kind: str = 'tiny', out_channels: Optional[int] = None, stride: int = 32, **kwargs) -> nn.Module:
+    """Backbone factory; returns a module with the interface described above.
+
+    out_channels: only for 'tiny' (default 96); the real backbones have fixed widths (1280 for EfficientNetV2,
+    960/576 for MobileNetV3, 512/2048 for ResNet-18/50). stride: must be 32 except for 'tiny'.
+    kwargs: 'tiny' → TinyBackbone options; 'efficientnetv2-*' → centered_stride (default True).
+    """
+    kind = kind.lower()
     if kind == 'tiny':
-        return TinyBackbone(out_channels=out_channels, stride=stride, **kwargs)
-    raise ValueError(f'unknown backbone kind {kind!r}; valid: tiny')
+        return TinyBackbone(out_channels=out_channels or 96, stride=stride, **kwargs)
+    if kind not in BACKBONE_KINDS:
+        raise ValueError(f'unknown backbone kind {kind!r}; valid: {", ".join(BACKBONE_KINDS)}')
+    if stride != 32:
+        raise ValueError(f'backbone {kind!r} has total stride 32, got stride={stride}')
+    if kind.startswith('efficientnetv2-'):
+        from metrabs_ros.training.efficientnet import EfficientNetV2
+        model = EfficientNetV2(kind[-1], **kwargs)
+    elif kind.startswith('mobilenetv3-'):
+        from metrabs_ros.training.mobilenet import MobileNetV3
+        model = MobileNetV3(kind.split('-')[1], **kwargs)
+    else:
+        from metrabs_ros.training.resnet import ResNet
+        model = ResNet(int(kind[len('resnet'):]), **kwargs)
+    if out_channels is not None and out_channels != model.out_channels:
+        raise ValueError(f'backbone {kind!r} has {model.out_channels} output channels, not {out_channels}')
+    return model

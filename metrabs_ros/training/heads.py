@@ -47,15 +47,20 @@ def last_receptive_center_px(resolution: int, stride: int = 32) -> int:
     return (resolution - 1) - ((resolution - 1) % stride)
 
 
-def heatmap_to_image_px(coords01: torch.Tensor, resolution: int, stride: int = 32) -> torch.Tensor:
-    """0..1 heatmap coordinates → crop pixels: u·L + stride/2."""
-    return coords01 * float(last_receptive_center_px(resolution, stride)) + float(stride // 2)
+def heatmap_to_image_px(coords01: torch.Tensor, resolution: int, stride: int = 32,
+                        offset_px: float | None = None) -> torch.Tensor:
+    """0..1 heatmap coordinates → crop pixels: u·L + offset (default offset stride/2, the centred stride).
+
+    The official code adds stride/2 once for `centered_stride` and once more for `legacy_centered_stride_bug`
+    (so 0, 16 or 32 px for stride 32)."""
+    offset = float(stride // 2) if offset_px is None else float(offset_px)
+    return coords01 * float(last_receptive_center_px(resolution, stride)) + offset
 
 
 def heatmap_to_metric_mm(coords01_xyz: torch.Tensor, resolution: int, stride: int = 32,
-                         depth_cube_mm: float = 2200.0) -> torch.Tensor:
+                         depth_cube_mm: float = 2200.0, offset_px: float | None = None) -> torch.Tensor:
     """0..1 (x, y, depth) → relative metric coordinates in mm (crop camera axes, unknown common offset)."""
-    xy_mm = heatmap_to_image_px(coords01_xyz[..., :2], resolution, stride) * (depth_cube_mm / resolution)
+    xy_mm = heatmap_to_image_px(coords01_xyz[..., :2], resolution, stride, offset_px) * (depth_cube_mm / resolution)
     z_mm = coords01_xyz[..., 2:] * depth_cube_mm
     return torch.cat([xy_mm, z_mm], dim=-1)
 
@@ -67,11 +72,15 @@ class MetrabsHead(nn.Module):
     Uncertainty (optional, our extension, not in the official 28-dataset models): one extra channel per point;
     uncertainty_mm = 1000 · Σ_hw softmax2d_j · softplus(channel_j), i.e. the softplus map read out at the 2D
     heatmap's mass.
+    offset_px: pixel offset of the heatmap-to-image mapping (default stride/2; see heatmap_to_image_px).
+    The 1×1 conv may run in float16 (module.half()); decoding always runs in float32.
     """
 
     def __init__(self, in_channels: int, num_points: int, resolution: int, depth_bins: int = 8,
-                 stride: int = 32, depth_cube_mm: float = 2200.0, with_uncertainty: bool = False):
+                 stride: int = 32, depth_cube_mm: float = 2200.0, with_uncertainty: bool = False,
+                 offset_px: float | None = None):
         super().__init__()
+        self.offset_px = float(stride // 2) if offset_px is None else float(offset_px)
         self.num_points = num_points
         self.resolution = resolution
         self.depth_bins = depth_bins
@@ -92,9 +101,9 @@ class MetrabsHead(nn.Module):
         logits = logits.float()
         logits2d = logits[:, :j]
         logits3d = logits[:, j:j * (1 + d)].reshape(-1, d, j, h, w).transpose(1, 2)  # [B, J, D, h, w]
-        coords2d_px = heatmap_to_image_px(soft_argmax_2d(logits2d), self.resolution, self.stride)
+        coords2d_px = heatmap_to_image_px(soft_argmax_2d(logits2d), self.resolution, self.stride, self.offset_px)
         coords3d_mm = heatmap_to_metric_mm(
-            soft_argmax_3d(logits3d), self.resolution, self.stride, self.depth_cube_mm)
+            soft_argmax_3d(logits3d), self.resolution, self.stride, self.depth_cube_mm, self.offset_px)
         uncertainty = None
         if self.with_uncertainty:
             probs2d = torch.softmax(logits2d.reshape(-1, j, h * w), dim=-1)

@@ -25,10 +25,17 @@ class PoseGraph(nn.Module):
 
     Args:
       backbone: crops [N, 3, res, res] in [0, 1] → features [N, C, res/32, res/32].
-      head: MetrabsHead with num_points == len(joint_names).
+      head: MetrabsHead with num_points == len(joint_names), or == L when `latent_decoder` is given.
       joint_names: raw joint order of the outputs (left/right mirroring by the l/r name prefix).
       resolution: crop side in px.
       mix_3d_inside_fov, border_factor, ridge: reconstruction constants (official 0.5, 0.75, 1e-2).
+      fov_offset_px: FOV-box offset of the reconstruction (0 for the centred stride; see is_within_fov).
+      latent_decoder: optional [L, J] affine decoding matrix (ACAE; columns sum to 1): the head predicts L latent
+        points, reconstructed in each crop's camera, and the joints are their affine combinations
+        (joints_j = Σ_l latents_l · M[l, j]) before the left/right swap and back-rotation.
+    Precision: `set_compute_dtype(torch.float16)` runs backbone and head convolution in float16; the warp inputs,
+    the gamma maps, softmax / soft-argmax, the reconstruction and the 3×3 solve stay float32 (the casts are part
+    of the module, so an exported graph carries them: a strongly typed FP16 ONNX graph).
     forward(image uint8 [H,W,3], intrinsics [3,3], distortion_coeffs [12], distortion_model [1],
             crop_rotations [P,A,3,3], crop_intrinsics [P,A,3,3], pyramid_levels int32 [P,A], aug_gammas [A],
             aug_flips [A]) → poses3d_aug_mm [P,A,J,3] (, uncertainty_aug [P,A,J] when the head has one).
@@ -36,10 +43,21 @@ class PoseGraph(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, head: MetrabsHead, joint_names: Sequence[str], resolution: int,
-                 mix_3d_inside_fov: float = 0.5, border_factor: float = 0.75, ridge: float = 1e-2):
+                 mix_3d_inside_fov: float = 0.5, border_factor: float = 0.75, ridge: float = 1e-2,
+                 fov_offset_px: float = 0.0, latent_decoder=None):
         super().__init__()
-        if head.num_points != len(joint_names):
-            raise ValueError(f'head predicts {head.num_points} points but {len(joint_names)} joint names given')
+        if latent_decoder is not None:
+            decoder = torch.as_tensor(latent_decoder, dtype=torch.float32)
+            if decoder.ndim != 2 or decoder.shape != (head.num_points, len(joint_names)):
+                raise ValueError(f'latent_decoder must be [{head.num_points}, {len(joint_names)}] (latent points × '
+                                 f'joints), got {tuple(decoder.shape)}')
+            if not torch.allclose(decoder.sum(0), torch.ones(len(joint_names)), atol=1e-4):
+                raise ValueError('latent_decoder columns must sum to 1 (affine combinations)')
+            self.register_buffer('latent_decoder', decoder)
+        else:
+            self.latent_decoder = None
+            if head.num_points != len(joint_names):
+                raise ValueError(f'head predicts {head.num_points} points but {len(joint_names)} joint names given')
         if head.resolution != resolution:
             raise ValueError(f'head resolution {head.resolution} != graph resolution {resolution}')
         self.backbone = backbone
@@ -49,8 +67,19 @@ class PoseGraph(nn.Module):
         self.mix_3d_inside_fov = mix_3d_inside_fov
         self.border_factor = border_factor
         self.ridge = ridge
+        self.fov_offset_px = float(fov_offset_px)
+        self.compute_dtype = torch.float32
         perm = torch.as_tensor(mirror_permutation(self.joint_names), dtype=torch.int64)
         self.register_buffer('mirror_perm', perm, persistent=False)
+
+    def set_compute_dtype(self, dtype: torch.dtype) -> 'PoseGraph':
+        """Run backbone and head convolution in `dtype` (float32 or float16); the rest stays float32."""
+        if dtype not in (torch.float32, torch.float16):
+            raise ValueError(f'compute dtype must be float32 or float16, got {dtype}')
+        self.backbone.to(dtype)
+        self.head.to(dtype)
+        self.compute_dtype = dtype
+        return self
 
     @property
     def with_uncertainty(self) -> bool:
@@ -69,12 +98,18 @@ class PoseGraph(nn.Module):
                           pyramid_levels.reshape(-1), gammas.reshape(-1), self.resolution)
 
     def crop_poses(self, crops: torch.Tensor, crop_intrinsics_flat: torch.Tensor):
-        """crops [N,3,res,res] → (absolute poses [N,J,3] mm in each crop's camera frame, uncertainty [N,J] | None)."""
-        coords2d_px, coords3d_rel_mm, uncertainty = self.head(self.backbone(crops))
+        """crops [N,3,res,res] float32 in [0, 1] → (absolute poses [N,J,3] mm in each crop's camera frame,
+        uncertainty [N,J] | None). Backbone and head conv run in `compute_dtype`, decoding in float32."""
+        features = self.backbone(crops.to(self.compute_dtype))
+        coords2d_px, coords3d_rel_mm, uncertainty = self.head(features)
         poses = reconstruct_absolute(
-            coords2d_px, coords3d_rel_mm, crop_intrinsics_flat, resolution=self.resolution,
+            coords2d_px, coords3d_rel_mm, crop_intrinsics_flat.to(torch.float32), resolution=self.resolution,
             mix_3d_inside_fov=self.mix_3d_inside_fov, stride=self.head.stride,
-            border_factor=self.border_factor, ridge=self.ridge)
+            border_factor=self.border_factor, ridge=self.ridge, fov_offset_px=self.fov_offset_px)
+        if self.latent_decoder is not None:
+            poses = torch.matmul(poses.transpose(1, 2), self.latent_decoder).transpose(1, 2)  # [N,J,3]
+            if uncertainty is not None:
+                uncertainty = torch.matmul(uncertainty, self.latent_decoder.abs())
         return poses, uncertainty
 
     def to_camera(self, poses_crop_mm: torch.Tensor, uncertainty, crop_rotations: torch.Tensor,
@@ -105,12 +140,18 @@ class PoseGraph(nn.Module):
 
 
 def build_pose_graph(joint_names: Sequence[str], resolution: int = 256, backbone: nn.Module | None = None,
-                     with_uncertainty: bool = False, depth_bins: int = 8, depth_cube_mm: float = 2200.0
-                     ) -> PoseGraph:
-    """PoseGraph with a MeTRAbs head on `backbone` (default: the tiny test backbone, stride 32)."""
+                     with_uncertainty: bool = False, depth_bins: int = 8, depth_cube_mm: float = 2200.0,
+                     latent_decoder=None, heatmap_offset_px: float | None = None, fov_offset_px: float = 0.0,
+                     mix_3d_inside_fov: float = 0.5) -> PoseGraph:
+    """PoseGraph with a MeTRAbs head on `backbone` (default: the tiny test backbone, stride 32).
+
+    latent_decoder [L, J]: the head predicts L latent points decoded to the J joints (see PoseGraph)."""
     from metrabs_ros.training.backbones import Backbone
     if backbone is None:
-        backbone = Backbone(out_channels=96, stride=32)
-    head = MetrabsHead(backbone.out_channels, len(joint_names), resolution, depth_bins=depth_bins,
-                       stride=backbone.stride, depth_cube_mm=depth_cube_mm, with_uncertainty=with_uncertainty)
-    return PoseGraph(backbone, head, joint_names, resolution)
+        backbone = Backbone(kind='tiny', out_channels=96, stride=32)
+    num_points = len(joint_names) if latent_decoder is None else int(torch.as_tensor(latent_decoder).shape[0])
+    head = MetrabsHead(backbone.out_channels, num_points, resolution, depth_bins=depth_bins,
+                       stride=backbone.stride, depth_cube_mm=depth_cube_mm, with_uncertainty=with_uncertainty,
+                       offset_px=heatmap_offset_px)
+    return PoseGraph(backbone, head, joint_names, resolution, mix_3d_inside_fov=mix_3d_inside_fov,
+                     fov_offset_px=fov_offset_px, latent_decoder=latent_decoder)
