@@ -43,6 +43,8 @@ DEMO_PARAMETERS = {
     'loop': (True, 'restart the clip/video at its end (false: stop after the last frame)'),
     'max_frames': (0, 'stop after this many published frames; 0 = never'),
     'wait_for_subscribers': (0, "publish only once 'image' has at least this many subscribers"),
+    'wait_for_ground_truth_subscribers': (0, "synthetic: also wait until 'ground_truth/poses3d' has this many "
+                                              'subscribers'),
     'publish_ground_truth': (True, "synthetic: publish the ground truth on 'ground_truth/poses3d'"),
     'qos': ('reliable', 'QoS of the publishers: reliable or sensor_data (best effort)'),
 }
@@ -193,6 +195,9 @@ def _make_node_class():
             if self.finished:
                 return
             if self.image_publisher.get_subscription_count() < int(self.p['wait_for_subscribers']):
+                return
+            if self.gt_publisher is not None and self.published == 0 and \
+                    self.gt_publisher.get_subscription_count() < int(self.p['wait_for_ground_truth_subscribers']):
                 return
             image, scene = self._next_image()
             if image is None:

@@ -71,14 +71,25 @@ def start_node(executable: str, ros_args: Sequence[str] = (), env: Optional[Dict
 
 
 def shared_memory_files(pid: int) -> List[str]:
-    """Fast DDS shared-memory segment files mapped by process ``pid`` (without the shared ``fastdds_port*``
-    files, which other participants may keep alive)."""
+    """The Fast DDS shared-memory segments that process ``pid`` owns: a segment's owner keeps its ``<segment>_el``
+    lock file open (it also maps the segments of the participants it sends to, which it does not own). The shared
+    ``fastdds_port*`` files are left out (other participants may keep them alive)."""
+    owned = set()
     try:
-        maps = Path(f'/proc/{pid}/maps').read_text()
+        fds = os.listdir(f'/proc/{pid}/fd')
     except OSError:
         return []
-    files = {line.split()[-1] for line in maps.splitlines() if '/dev/shm/fastdds_' in line or '/dev/shm/fastrtps_' in line}
-    return sorted(f for f in files if '_port' not in os.path.basename(f))
+    for fd in fds:
+        try:
+            target = os.readlink(f'/proc/{pid}/fd/{fd}')
+        except OSError:
+            continue
+        name = os.path.basename(target)
+        if target.startswith('/dev/shm/') and name.startswith(('fastdds_', 'fastrtps_')) and name.endswith('_el') \
+                and '_port' not in name:
+            owned.add(target[:-len('_el')])
+            owned.add(target)
+    return sorted(owned)
 
 
 def stop_node(process: subprocess.Popen, timeout_s: float = 15.0) -> int:

@@ -420,8 +420,10 @@ def _make_node_class():
             with self._stats_lock:
                 self._skipped[reason] += 1
                 self._last_error = f'{reason}: {message.splitlines()[0] if message else ""}'
-            if self._throttle(reason):
-                suppressed = self._throttle.suppressed.pop(reason, 0)
+            # throttled per kind of problem (e.g. 'bad_image: truncated image data'), not per call site
+            key = f'{reason}: {message.split(":")[0][:80]}'
+            if self._throttle(key):
+                suppressed = self._throttle.suppressed.pop(key, 0)
                 extra = f' ({suppressed} similar messages suppressed)' if suppressed else ''
                 getattr(self.get_logger(), level)(f'frame skipped ({reason}): {message}{extra}')
 
