@@ -1,0 +1,221 @@
+"""The ROS package around the library: launch file, installed layout and executables, build (CMake script and
+colcon), library import without rclpy, generated messages next to the source tree."""
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from metrabs_ros.ros.node_processes import ensure_messages, ros_environment
+
+pytestmark = pytest.mark.ros
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH_FILE = REPO / 'launch' / 'pose.launch.py'
+REQUIRED_ARGUMENTS = {'image', 'camera_info', 'compressed', 'model', 'detector', 'skeleton', 'namespace',
+                      'params_file', 'rviz', 'demo'}
+
+
+@pytest.fixture(scope='module', autouse=True)
+def built_package():
+    """(Re)build + install the ROS package, so that the installed copy is the current source (fast if it is)."""
+    result = subprocess.run(['bash', str(REPO / 'scripts' / 'build_ros.sh')], capture_output=True, text=True,
+                            env=dict(os.environ, PYTHON=sys.executable), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ensure_messages(build=False)
+
+
+def install_prefix() -> Path:
+    """Where build_ros.sh installed the package: the interpreter's prefix (the venv), or AMENT_PREFIX_PATH."""
+    for prefix in [sys.prefix] + os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
+        if prefix and (Path(prefix) / 'share' / 'ament_index' / 'resource_index' / 'packages' / 'metrabs_ros').exists():
+            return Path(prefix)
+    pytest.fail('metrabs_ros is not installed in the venv (scripts/build_ros.sh)')
+
+
+def _call_name(node):
+    func = node.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, 'id', None)
+
+
+def _kwarg(call, name):
+    for keyword in call.keywords:
+        if keyword.arg == name:
+            return keyword.value
+    return None
+
+
+def _literal(node, constants):
+    if isinstance(node, ast.Name) and node.id in constants:
+        return constants[node.id]
+    return ast.literal_eval(node)
+
+
+def _subscribed_topics(module_path: Path):
+    tree = ast.parse(module_path.read_text())
+    topics = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _call_name(node) == 'create_subscription':
+            topics.add(ast.literal_eval(node.args[1]))
+    return topics
+
+
+def test_launch_file_declarations():
+    try:   # a full ROS installation (note: <repo>/launch alone would import as an empty namespace package)
+        from launch import LaunchDescription  # noqa: F401
+        import launch_ros  # noqa: F401
+        has_launch = True
+    except ImportError:
+        has_launch = False
+    if has_launch:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location('pose_launch', LAUNCH_FILE)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        description = module.generate_launch_description()
+        names = {arg.name for arg in description.get_launch_arguments()}
+        assert REQUIRED_ARGUMENTS <= names
+        return
+
+    # No `launch` package here (PyPI wheels): validate the file statically.
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                 for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    declared = {ast.literal_eval(c.args[0]) for c in calls if _call_name(c) == 'DeclareLaunchArgument'}
+    assert REQUIRED_ARGUMENTS <= declared, REQUIRED_ARGUMENTS - declared
+    # every LaunchConfiguration used is declared
+    used = {ast.literal_eval(c.args[0]) for c in calls if _call_name(c) == 'LaunchConfiguration'
+            and isinstance(c.args[0], ast.Constant)}
+    tuples = [n for n in ast.walk(tree) if isinstance(n, ast.Tuple)]
+    for t in tuples:   # the names evaluated in the OpaqueFunction
+        if all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in t.elts) and 'image' in \
+                [e.value for e in t.elts]:
+            used |= {e.value for e in t.elts}
+    assert used <= declared, used - declared
+
+    nodes = [c for c in calls if _call_name(c) == 'Node']
+    executables = {(_literal(_kwarg(c, 'package'), constants), _literal(_kwarg(c, 'executable'), constants))
+                   for c in nodes}
+    assert executables == {('metrabs_ros', 'pose_node'), ('metrabs_ros', 'demo_camera'), ('rviz2', 'rviz2')}
+    prefix = install_prefix()
+    for package, executable in executables:
+        if package == 'metrabs_ros':
+            path = prefix / 'lib' / package / executable
+            assert path.is_file() and os.access(path, os.X_OK), path
+
+    # remappings of the pose node: exactly the topics the node subscribes to
+    pose_call = next(c for c in nodes if _literal(_kwarg(c, 'executable'), constants) == 'pose_node')
+    remapped = {ast.literal_eval(t.elts[0]) for t in _kwarg(pose_call, 'remappings').elts}
+    assert remapped == _subscribed_topics(REPO / 'metrabs_ros' / 'ros' / 'pose_node.py')
+    demo_call = next(c for c in nodes if _literal(_kwarg(c, 'executable'), constants) == 'demo_camera')
+    demo_remapped = {ast.literal_eval(t.elts[0]) for t in _kwarg(demo_call, 'remappings').elts}
+    assert demo_remapped == {'image', 'camera_info'}
+
+    # parameter overrides name real parameters; the default params file and RViz config exist (source + share)
+    from metrabs_ros.ros.pose_node import PARAMETERS_BY_NAME
+    source = LAUNCH_FILE.read_text()
+    for parameter in ('model_path', 'detector_path', 'skeleton', 'backend', 'compressed'):
+        assert f"'{parameter}'" in source and parameter in PARAMETERS_BY_NAME
+    for relative in ('config/pose.yaml', 'config/fastdds_large_shm.xml', 'rviz/pose.rviz', 'launch/pose.launch.py'):
+        assert f"/{relative.split('/', 1)[1]}" in source or relative.startswith('launch'), relative
+        assert (REPO / relative).is_file()
+        assert (prefix / 'share' / 'metrabs_ros' / relative).is_file(), relative
+
+
+def test_rviz_config_shows_markers_in_the_optical_frame():
+    config = yaml.safe_load((REPO / 'rviz' / 'pose.rviz').read_text())
+    manager = config['Visualization Manager']
+    topics = {d['Class']: d.get('Topic', {}).get('Value') for d in manager['Displays']}
+    assert topics['rviz_default_plugins/MarkerArray'] == '/markers'
+    assert topics['rviz_default_plugins/Image'] == '/debug_image'
+    assert manager['Global Options']['Fixed Frame'] == 'camera_optical_frame'
+
+
+def test_installed_layout_and_rpath():
+    prefix = install_prefix()
+    share = prefix / 'share' / 'metrabs_ros'
+    for relative in ('package.xml', 'msg/Poses3D.msg', 'msg/Person3D.msg', 'msg/Keypoint2D.msg'):
+        assert (share / relative).is_file(), relative
+    site = Path(next(p for p in sys.path if p.startswith(str(prefix)) and p.endswith('site-packages')))
+    installed = site / 'metrabs_ros'
+    assert (installed / 'msg' / '_poses3_d.py').is_file()
+    assert (installed / 'estimator.py').is_file() and (installed / 'ros' / 'pose_node.py').is_file()
+    assert not list(site.glob('metrabs_ros-*.egg-info')), 'ament egg-info would make pip delete the install'
+    extension = next(installed.glob('metrabs_ros_s__rosidl_typesupport_c*.so'))
+    if shutil.which('readelf'):
+        dynamic = subprocess.run(['readelf', '-d', str(extension)], capture_output=True, text=True).stdout
+        runpath = next(line for line in dynamic.splitlines() if 'RUNPATH' in line or 'RPATH' in line)
+        assert '$ORIGIN/../../..' in runpath, runpath     # finds <prefix>/lib/libmetrabs_ros__*.so unsourced
+
+
+def test_library_imports_without_rclpy_and_messages_join_the_source_package():
+    code = ('import sys; sys.modules["rclpy"] = None\n'
+            'import metrabs_ros, metrabs_ros.camera, metrabs_ros.ros.image_conversion, metrabs_ros.ros.camera_info\n'
+            'import metrabs_ros.ros.pose_node\n'
+            'print(metrabs_ros.__file__)')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(REPO / 'metrabs_ros' / '__init__.py')
+    code = ('import metrabs_ros\nfrom metrabs_ros.msg import Poses3D\nfrom metrabs_ros.ros.image_conversion import '
+            'image_msg_to_rgb\nfrom rclpy.serialization import serialize_message\n'
+            'print(metrabs_ros.__file__); print(Poses3D.__module__, len(serialize_message(Poses3D())))')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split('\n')
+    assert lines[0] == str(REPO / 'metrabs_ros' / '__init__.py')     # library from the source tree ...
+    assert lines[1].startswith('metrabs_ros.msg._poses3_d')            # ... messages from the install
+
+
+def test_installed_executables_run(tmp_path):
+    prefix = install_prefix()
+    env = ros_environment(domain_id=97)
+    env['PYTHONPATH'] = ''                                # the installed copy, not the source tree
+    result = subprocess.run([str(prefix / 'lib' / 'metrabs_ros' / 'pose_node'), '--ros-args', '-p',
+                             f'model_path:={tmp_path / "missing.onnx"}'], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1 and 'missing.onnx' in result.stdout + result.stderr
+    result = subprocess.run([str(prefix / 'lib' / 'metrabs_ros' / 'demo_camera'), '--ros-args',
+                             '-p', 'synthetic_frames:=1', '-p', 'max_frames:=2', '-p', 'rate_hz:=50.0',
+                             '-p', 'width:=64', '-p', 'height:=48'],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'published 2 frames' in result.stdout + result.stderr
+
+
+def test_build_script_is_idempotent():
+    result = subprocess.run(['bash', str(REPO / 'scripts' / 'build_ros.sh')], capture_output=True, text=True,
+                            env=dict(os.environ, PYTHON=sys.executable), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = subprocess.run(['bash', str(REPO / 'scripts' / 'build_ros.sh')], capture_output=True, text=True,
+                            env=dict(os.environ, PYTHON=sys.executable), timeout=600)
+    assert result.returncode == 0 and 'up to date' in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_colcon_build_of_the_package(tmp_path):
+    colcon = Path(sys.prefix) / 'bin' / 'colcon'
+    if not colcon.exists():
+        pytest.skip('colcon is not installed in this environment')
+    env = dict(os.environ, AMENT_PREFIX_PATH=os.environ.get('AMENT_PREFIX_PATH', sys.prefix),
+               PATH=f'{Path(sys.prefix) / "bin"}{os.pathsep}{os.environ.get("PATH", "")}')
+    result = subprocess.run(
+        [str(colcon), '--log-base', str(tmp_path / 'log'), 'build', '--base-paths', str(REPO),
+         '--build-base', str(tmp_path / 'build'), '--install-base', str(tmp_path / 'install'),
+         '--event-handlers', 'console_direct-'], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    install = tmp_path / 'install' / 'metrabs_ros'
+    for executable in ('pose_node', 'demo_camera', 'benchmark'):
+        assert os.access(install / 'lib' / 'metrabs_ros' / executable, os.X_OK)
+    for relative in ('launch/pose.launch.py', 'config/pose.yaml', 'rviz/pose.rviz', 'msg/Poses3D.msg'):
+        assert (install / 'share' / 'metrabs_ros' / relative).is_file()
+    code = ('import metrabs_ros; from metrabs_ros.msg import Poses3D; '
+            'print(metrabs_ros.__path__[0]); print(Poses3D.__module__)')
+    result = subprocess.run(['bash', '-c', f'source {tmp_path}/install/setup.bash && {sys.executable} -c "{code}"'],
+                            capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith(str(install))
