@@ -9,7 +9,6 @@ import itertools
 import os
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,6 +247,15 @@ def test_runtime_parameters_are_validated(ros, fixture_pose_model_multi, colour_
     assert len(msg.joint_names) == 19 and msg.joint_names[0] == 'neck'
     assert all(len(p.joints) == 19 and len(p.joint_uncertainty_m) == 19 for p in msg.people)
     assert 'parameters changed' in read_log(pose)
+
+    from sensor_msgs.msg import Image
+    debug = ros.subscribe(Image, 'debug_image')
+    results = _set_parameters(ros, 'pose_node', publish_debug_image=True)
+    assert results[0].successful
+    ros.spin_until(lambda: len(debug) >= 1, 30, 'debug_image', pose)
+    image = debug[0][0]
+    assert (image.encoding, image.width, image.height) == ('rgb8', 640, 480) and len(image.data) == 640 * 480 * 3
+    assert image.header.frame_id == 'camera_optical_frame'
     ros.stop(demo)
     ros.stop(pose)
 
