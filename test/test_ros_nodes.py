@@ -444,3 +444,38 @@ def test_input_faster_than_processing_keeps_latency_bounded(ros, fixture_pose_mo
     assert np.all(latency_s < 2.0 * inference_s.max() + 0.3), (latency_s.max(), inference_s.max())
     print(f"overload: {received} frames in, {processed} processed, {values['frames_dropped']} dropped; latency "
           f"early {early:.3f} s, late {late:.3f} s, max {latency_s.max():.3f} s; inference max {inference_s.max():.3f} s")
+
+
+def test_demo_camera_replays_an_image_folder_with_its_camera_file(ros, tmp_path):
+    import json
+
+    import cv2
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from metrabs_ros.ros.image_conversion import image_msg_to_rgb
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(2)]
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f'{i:03d}.png'), frame[..., ::-1])
+    K = [[80.0, 0.0, 31.5], [0.0, 81.0, 23.5], [0.0, 0.0, 1.0]]
+    (tmp_path / 'camera.json').write_text(json.dumps({'K': K, 'dist': [0.1, -0.05, 0.0, 0.0, 0.01]}))
+    images = ros.subscribe(Image, 'image')
+    infos = ros.subscribe(CameraInfo, 'camera_info')
+    demo = ros.start('demo_camera', {'source': str(folder), 'camera_info_file': str(tmp_path / 'camera.json'),
+                                     'rate_hz': 20.0, 'frame_id': 'folder_cam', 'wait_for_subscribers': 1})
+    ros.spin_until(lambda: len(images) >= 5 and len(infos) >= 5, 30, 'five frames', demo)
+    ros.stop(demo)
+    info_by_stamp = {stamp_ns(m): m for m, _ in infos}
+    first = stamp_ns(images[0][0])
+    for msg, _ in images[:5]:
+        index = next(i for i, f in enumerate(frames) if np.array_equal(image_msg_to_rgb(msg), f))  # loops over both
+        assert index in (0, 1)
+        info = info_by_stamp[stamp_ns(msg)]                      # same stamp as the image
+        assert info.header.frame_id == msg.header.frame_id == 'folder_cam'
+        np.testing.assert_allclose(np.reshape(info.k, (3, 3)), K)
+        assert info.distortion_model == 'plumb_bob' and np.allclose(info.d, [0.1, -0.05, 0.0, 0.0, 0.01])
+        assert (info.width, info.height) == (64, 48)
+    sequence = [next(i for i, f in enumerate(frames) if np.array_equal(image_msg_to_rgb(m), f)) for m, _ in images[:5]]
+    assert sequence[:4] in ([0, 1, 0, 1], [1, 0, 1, 0]) and first > 0

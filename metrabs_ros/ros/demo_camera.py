@@ -16,6 +16,7 @@ publishing until that many subscribers listen on ``image``.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from typing import List, Optional, Sequence
 
@@ -158,20 +159,15 @@ def _make_node_class():
 
         def _open_file_source(self):
             from metrabs_ros.io_utils import iterate_frames, load_intrinsics
-            self._iterate = lambda: iterate_frames(self.p['source'])
-            self.frames = self._iterate()
-            first = next(self.frames)[1]
-            self.frames = self._chain_first(first)
+            self._iterate = lambda: (image for _, image, _ in iterate_frames(self.p['source']))
+            frames = self._iterate()
+            first = next(frames)
+            self.frames = itertools.chain([first], frames)
             self.image_hw = first.shape[:2]
             if self.p['camera_info_file']:
                 self.camera = CameraModel.create(**load_intrinsics(self.p['camera_info_file']))
             else:
                 self.camera = CameraModel.create(image_hw=self.image_hw, fov_degrees=float(self.p['fov_degrees']))
-
-        def _chain_first(self, first):
-            yield first
-            for _, image, _ in self.frames:
-                yield image
 
         def _next_image(self):
             if self.scenes is not None:
@@ -184,7 +180,7 @@ def _make_node_class():
                 return scene.image_rgb, scene
             image = next(self.frames, None)
             if image is None and self.p['loop']:
-                self.frames = (frame for _, frame, _ in self._iterate())
+                self.frames = self._iterate()
                 image = next(self.frames, None)
             return image, None
 
