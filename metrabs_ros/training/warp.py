@@ -66,13 +66,13 @@ def distort_normalized(xy: torch.Tensor, distortion_coeffs: torch.Tensor,
     y_cv = y * radial + p2 * xy2 + p1 * (r2 + 2.0 * y * y) + (s4 * r2 + s3) * r2
 
     # Equidistant fisheye: θ = atan(r), θ_d = θ(1 + k1θ² + k2θ⁴ + k3θ⁶ + k4θ⁸), xy' = xy·θ_d/r.
-    r = torch.sqrt(r2)
+    # r is clamped away from 0 (no Where on the full grid): for r < 1e-8, atan(r)/r = 1 to float32 precision.
+    r = torch.sqrt(r2).clamp_min(1e-8)
     theta = torch.atan(r)
     t2 = theta * theta
     f1, f2, f3, f4 = k1, k2, p1, p2  # fisheye k1..k4 occupy the first four slots
     theta_d = theta * ((((f4 * t2 + f3) * t2 + f2) * t2 + f1) * t2 + 1.0)
-    small = r < 1e-8
-    fish_scale = torch.where(small, torch.ones_like(r), theta_d / torch.where(small, torch.ones_like(r), r))
+    fish_scale = theta_d / r
     x_fe = x * fish_scale
     y_fe = y * fish_scale
 
@@ -119,6 +119,31 @@ def level_coordinates_px(points_px: torch.Tensor, level: int) -> torch.Tensor:
     return points_px * f + (f - 1.0) / 2.0
 
 
+def pyramid_atlas(levels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pack the 3 pyramid levels [1, C, H_l, W_l] into one zero-padded image so that a single GridSample serves
+    every crop whatever its level.
+
+    Layout: level 0 at (0, 0); level 1 at x = W + 2, y = 0; level 2 at x = W + 2, y = H_1 + 2; at least one row /
+    column of zeros separates the levels and follows the last pixel of each, so bilinear sampling within one pixel
+    outside a level reads zeros exactly as GridSample's zero padding on that level alone would.
+    Returns (atlas [1, C, H + 3, W + 2 + W_1 + 1], offsets_px [3, 2] (x, y), sizes_px [3, 2] (W_l, H_l)).
+    """
+    l0, l1, l2 = levels
+    h, w = l0.shape[2], l0.shape[3]
+    h1, w1 = l1.shape[2], l1.shape[3]
+    h2, w2 = l2.shape[2], l2.shape[3]
+    right = torch.cat([F.pad(l1, (0, 1, 0, 2)), F.pad(l2, (0, 1 + w1 - w2, 0, 0))], dim=2)  # [H1 + 2 + H2, W1 + 1]
+    right = F.pad(right, (0, 0, 0, h + 3 - (h1 + 2 + h2)))
+    atlas = torch.cat([F.pad(l0, (0, 2, 0, 3)), right], dim=3)
+    as_float = lambda v: torch.as_tensor(v, dtype=l0.dtype)  # noqa: E731  (traced shape values stay dynamic)
+    zero = as_float(0)
+    offsets = torch.stack([torch.stack([zero, zero]), torch.stack([as_float(w + 2), zero]),
+                           torch.stack([as_float(w + 2), as_float(h1 + 2)])])
+    sizes = torch.stack([torch.stack([as_float(w), as_float(h)]), torch.stack([as_float(w1), as_float(h1)]),
+                         torch.stack([as_float(w2), as_float(h2)])])
+    return atlas, offsets, sizes
+
+
 def warp_crops(image_uint8: torch.Tensor, intrinsics: torch.Tensor, distortion_coeffs: torch.Tensor,
                distortion_model: torch.Tensor, crop_rotations: torch.Tensor, crop_intrinsics: torch.Tensor,
                pyramid_levels: torch.Tensor, crop_gammas: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -128,29 +153,31 @@ def warp_crops(image_uint8: torch.Tensor, intrinsics: torch.Tensor, distortion_c
     crop_rotations, crop_intrinsics [N,3,3]; pyramid_levels int [N] (0..2); crop_gammas [N].
     Returns crops [N, 3, res, res] float32 in [0, 1], gamma-encoded with crop = linear^(gamma/2.2).
 
-    One GridSample per pyramid level covers all crops: the N sampling grids are stacked along the height of a
-    batch-1 grid [1, N·res, res, 2], so the image is never copied per crop. The level of each crop is selected
-    by exact one-hot weights.
+    One GridSample covers all crops and levels: the pyramid is packed into one atlas image (pyramid_atlas), each
+    crop's sampling points are mapped to its level (selected by exact one-hot weights) and offset into the atlas;
+    points that cannot touch their level (and rays behind the camera) are sent outside the atlas (zeros). The N
+    grids are stacked along the height of a batch-1 grid [1, N·res, res, 2], so the image is never copied per crop.
     """
     points_px, valid = crop_sampling_grid_px(
         intrinsics, distortion_coeffs, distortion_model, crop_rotations, crop_intrinsics, resolution)
     levels = build_pyramid(linearize_gamma(image_uint8))
-    pyramid_levels = pyramid_levels.reshape(-1)
-    valid2 = valid.unsqueeze(-1)
-    result = None
-    for i_level, level_image in enumerate(levels):
-        pts = level_coordinates_px(points_px, i_level)
-        pts = torch.where(valid2, pts, torch.full_like(pts, _OUTSIDE_PX))
-        height = level_image.shape[2]
-        width = level_image.shape[3]
-        # align_corners=True: -1 and +1 are the centres of the first and last pixel.
-        gx = pts[..., 0] * (2.0 / (width - 1)) - 1.0
-        gy = pts[..., 1] * (2.0 / (height - 1)) - 1.0
-        grid = torch.stack([gx, gy], dim=-1).reshape(1, -1, resolution, 2)  # [1, N·res, res, 2]
-        sampled = F.grid_sample(level_image, grid, mode='bilinear', padding_mode='zeros', align_corners=True)
-        sampled = sampled.reshape(3, -1, resolution, resolution).transpose(0, 1)  # [N,3,res,res]
-        weight = (pyramid_levels == i_level).to(sampled.dtype).reshape(-1, 1, 1, 1)
-        term = sampled * weight
-        result = term if result is None else result + term
+    atlas, offsets, sizes = pyramid_atlas(levels)
+    dtype = points_px.dtype
+    one_hot = (pyramid_levels.reshape(-1, 1) == torch.arange(NUM_PYRAMID_LEVELS).reshape(1, -1)).to(dtype)  # [N,3]
+    factor = one_hot @ torch.tensor([1.0, 0.5, 0.25], dtype=dtype)                                      # [N]
+    offset = (one_hot @ offsets).reshape(-1, 1, 1, 2)
+    size = (one_hot @ sizes).reshape(-1, 1, 1, 2)
+    factor = factor.reshape(-1, 1, 1, 1)
+    pts = points_px * factor + (factor - 1.0) * 0.5          # level coordinates, x / 2^l + (1/2^l − 1) / 2
+    inside = ((pts > -1.0) & (pts < size)).all(-1, keepdim=True) & valid.unsqueeze(-1)
+    pts = torch.where(inside, pts + offset, torch.full_like(pts, _OUTSIDE_PX))
+    height = atlas.shape[2]
+    width = atlas.shape[3]
+    # align_corners=True: -1 and +1 are the centres of the first and last pixel.
+    scale = torch.stack([2.0 / (torch.as_tensor(width, dtype=dtype) - 1.0),
+                         2.0 / (torch.as_tensor(height, dtype=dtype) - 1.0)])
+    grid = (pts * scale - 1.0).reshape(1, -1, resolution, 2)  # [1, N·res, res, 2]
+    sampled = F.grid_sample(atlas, grid, mode='bilinear', padding_mode='zeros', align_corners=True)
+    result = sampled.reshape(3, -1, resolution, resolution).transpose(0, 1)  # [N,3,res,res]
     exponent = (crop_gammas.to(result.dtype) / GAMMA_LINEAR).reshape(-1, 1, 1, 1)
     return torch.pow(torch.clamp(result, 0.0, 1.0), exponent)
