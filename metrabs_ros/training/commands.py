@@ -37,7 +37,8 @@ def cmd_export(args) -> int:
     extra = metadata_from_config(config)
     meta = contract_metadata(graph, name=extra.pop('name', ''), description=extra.pop('description', ''),
                              training=extra.pop('training', ''), joint_edges=extra.pop('joint_edges', ()),
-                             skeletons=extra.pop('skeletons', None), default_skeleton=extra.pop('default_skeleton', None))
+                             skeletons=extra.pop('skeletons', None),
+                             default_skeleton=extra.pop('default_skeleton', None))
     meta.update(extra)
     export_for_deployment(graph, args.out, meta, fp16=args.fp16, parity=not args.no_parity)
     return 0

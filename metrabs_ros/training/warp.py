@@ -66,7 +66,7 @@ def distort_normalized(xy: torch.Tensor, distortion_coeffs: torch.Tensor,
     y_cv = y * radial + p2 * xy2 + p1 * (r2 + 2.0 * y * y) + (s4 * r2 + s3) * r2
 
     # Equidistant fisheye: θ = atan(r), θ_d = θ(1 + k1θ² + k2θ⁴ + k3θ⁶ + k4θ⁸), xy' = xy·θ_d/r.
-    # r is clamped away from 0 (no Where on the full grid): for r < 1e-8, atan(r)/r = 1 to float32 precision.
+    # r is clamped away from 0 (no Where on the full grid): for r < 1e-8, atan(r)/r = 1 in float32.
     r = torch.sqrt(r2).clamp_min(1e-8)
     theta = torch.atan(r)
     t2 = theta * theta
