@@ -27,9 +27,11 @@ def draw_poses_2d(image_rgb: np.ndarray, result, ids=None, thickness: int = 2) -
         joints = result.poses2d_px[i]
         finite = np.all(np.isfinite(joints), axis=-1)
         pts = np.round(np.where(finite[:, None], joints, 0)).astype(np.int32)
-        for a, b in edges:
-            if finite[a] and finite[b]:
-                cv2.line(canvas, tuple(pts[a]), tuple(pts[b]), colour, thickness, cv2.LINE_AA)
+        drawable = [(a, b) for a, b in edges if finite[a] and finite[b]]
+        for a, b in drawable:   # dark outline first, so bones stay visible on clothing of the same colour
+            cv2.line(canvas, tuple(pts[a]), tuple(pts[b]), (20, 20, 20), thickness + 2, cv2.LINE_AA)
+        for a, b in drawable:
+            cv2.line(canvas, tuple(pts[a]), tuple(pts[b]), colour, thickness, cv2.LINE_AA)
         for j in np.flatnonzero(finite):
             cv2.circle(canvas, tuple(pts[j]), thickness + 1, (255, 255, 255), -1, cv2.LINE_AA)
     return canvas
