@@ -16,5 +16,11 @@ setup(
         'train': ['torch>=2.2', 'onnx>=1.15'],
         'test': ['pytest>=8', 'onnx>=1.15', 'torch>=2.2', 'pyyaml'],
     },
-    entry_points={'console_scripts': ['metrabs-ros = metrabs_ros.cli:main']},
+    entry_points={'console_scripts': [
+        'metrabs-ros = metrabs_ros.cli:main',
+        # ROS executables (need rclpy and the built messages; a ROS build installs them as lib/metrabs_ros/*)
+        'metrabs-ros-pose-node = metrabs_ros.ros.pose_node:main',
+        'metrabs-ros-demo-camera = metrabs_ros.ros.demo_camera:main',
+        'metrabs-ros-demo = metrabs_ros.ros.demo_main:main',
+    ]},
 )
