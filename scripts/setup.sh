@@ -28,7 +28,7 @@ if [[ ${#need_apt[@]} -gt 0 ]]; then
 fi
 
 STAMP=.venv/.metrabs_ros_requirements
-WANT="$(cat requirements.txt requirements-dev.txt requirements-ros.txt | sha256sum | cut -d' ' -f1)"
+WANT="$(cat setup.py requirements.txt requirements-dev.txt requirements-ros.txt | sha256sum | cut -d' ' -f1)"
 if [[ ! -x .venv/bin/python || ! -f $STAMP || "$(cat $STAMP)" != "$WANT" ]]; then
   log "creating .venv and installing Python packages (first time: ~1-2 min)"
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
@@ -37,8 +37,11 @@ if [[ ! -x .venv/bin/python || ! -f $STAMP || "$(cat $STAMP)" != "$WANT" ]]; the
   .venv/bin/python -m pip install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
   .venv/bin/python -m pip install -q -r requirements-dev.txt -r requirements-ros.txt 2>&1 \
     | grep -v '^WARNING: Location' || true
+  # The `metrabs-ros` command (console script); the ROS build below installs the package files themselves.
+  .venv/bin/python -m pip install -q --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
   .venv/bin/python -c 'import numpy, onnxruntime, onnx, torch, cv2, rclpy' \
     || { echo "setup: Python packages are missing after pip install" >&2; exit 1; }
+  [[ -x .venv/bin/metrabs-ros ]] || { echo "setup: pip install -e . did not install metrabs-ros" >&2; exit 1; }
   echo "$WANT" > $STAMP
 else
   log ".venv is up to date"
