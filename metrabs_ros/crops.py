@@ -131,3 +131,43 @@ def crop_sampling_grid_px(camera: CameraModel, rotation: np.ndarray, crop_intrin
     M = np.asarray(rotation, np.float64).T @ np.linalg.inv(np.asarray(crop_intrinsics, np.float64))
     rays = q @ M.T
     return camera.project_px(rays)
+
+
+def sampling_window_px(camera: CameraModel, geometry: CropGeometry, resolution: int, image_hw,
+                       samples_per_edge: int = 16, align: int = 4):
+    """The part of the image that the crops of ``geometry`` can sample: ``(x0, y0, x1, y1)`` integer pixel bounds
+    (half-open), or None when it is (nearly) the whole image.
+
+    Feeding the pose graph ``image[y0:y1, x0:x1]`` with the principal point shifted by ``(-x0, -y0)`` gives the
+    same crops as the full frame while the graph's full-frame work (gamma LUT, anti-aliasing pyramid) shrinks to
+    the window. The window contains the projection of each crop's border (sampled ``samples_per_edge`` times per
+    edge, so curved borders of distorted lenses are covered), widened by the bilinear footprint of the coarsest
+    pyramid level in use, and its origin is a multiple of ``align`` (= 2^(levels-1)) so that the 2×2 pyramid blocks
+    stay aligned with those of the full frame.
+    """
+    height, width = int(image_hw[0]), int(image_hw[1])
+    t = np.linspace(0.0, resolution - 1.0, samples_per_edge)
+    last = np.full_like(t, resolution - 1.0)
+    first = np.zeros_like(t)
+    border = np.concatenate([np.stack([t, first], 1), np.stack([t, last], 1),
+                             np.stack([first, t], 1), np.stack([last, t], 1)])             # [S, 2] crop px
+    border_h = np.concatenate([border, np.ones((len(border), 1))], axis=1)
+    M = np.linalg.inv(geometry.intrinsics.astype(np.float64) @ geometry.rotations.astype(np.float64))  # [P,A,3,3]
+    rays = np.einsum('paij,sj->pasi', M, border_h)
+    if np.any(rays[..., 2] <= 0):
+        return None   # a crop looks partly behind the camera: keep the whole frame
+    pixels = camera.project_px(rays)
+    if not np.all(np.isfinite(pixels)):
+        return None
+    margin = 2.0 * 2 ** int(geometry.pyramid_levels.max()) + 2.0
+    lo = np.floor(pixels.reshape(-1, 2).min(0) - margin)
+    hi = np.ceil(pixels.reshape(-1, 2).max(0) + margin) + 1
+    x0 = int(np.clip(lo[0], 0, width)) // align * align
+    y0 = int(np.clip(lo[1], 0, height)) // align * align
+    x1 = int(np.clip(hi[0], 0, width))
+    y1 = int(np.clip(hi[1], 0, height))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return (0, 0, min(width, align), min(height, align))   # nothing visible: a tiny window samples zeros
+    if (x1 - x0) * (y1 - y0) > 0.8 * width * height:
+        return None
+    return x0, y0, x1, y1

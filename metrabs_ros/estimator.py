@@ -14,7 +14,7 @@ import numpy as np
 from metrabs_ros import embedded_models
 from metrabs_ros.augmentation import tta_parameters
 from metrabs_ros.camera import CameraModel, intrinsics_from_fov
-from metrabs_ros.crops import CropGeometry, crop_geometry, valid_boxes
+from metrabs_ros.crops import CropGeometry, crop_geometry, sampling_window_px, valid_boxes
 from metrabs_ros.model_contract import POSE_OUTPUT, UNCERTAINTY_OUTPUT, read_pose_model_info
 from metrabs_ros.onnx_backend import ModelLoadError, create_session
 from metrabs_ros.plausibility import suppress_implausible_poses
@@ -93,6 +93,8 @@ class PoseEstimator:
         self.session = create_session(model_path, num_threads=num_threads, backend=backend)
         self.info = read_pose_model_info(self.session, model_path)
         self._output_names = [POSE_OUTPUT] + ([UNCERTAINTY_OUTPUT] if self.info.has_uncertainty else [])
+        #: feed the pose graph only the image window its crops sample (exact; see crops.sampling_window_px)
+        self.crop_to_window = True
         self.detector = None
         explicit_detector = detector_path is not None
         detector_path = os.fspath(detector_path or embedded_models.default_detector_path())
@@ -210,9 +212,19 @@ class PoseEstimator:
             if len(boxes) == 0:
                 return self._estimate(image, boxes, mapping, None, None, 'opencv', camera, extrinsic_matrix,
                                       world_up_vector, default_fov_degrees, num_aug, antialias_factor, suppress)
+        # Only the part of the frame that the crops sample goes into the graph (same crops, less full-frame work).
+        intrinsics = camera.intrinsic_matrix.astype(np.float32)
+        window = sampling_window_px(camera, geometry, self.info.resolution, image.shape[:2]) \
+            if self.crop_to_window else None
+        if window is not None:
+            x0, y0, x1, y1 = window
+            image = np.ascontiguousarray(image[y0:y1, x0:x1])
+            intrinsics = intrinsics.copy()
+            intrinsics[0, 2] -= x0
+            intrinsics[1, 2] -= y0
         feeds = {
             'image': image,
-            'intrinsics': camera.intrinsic_matrix.astype(np.float32),
+            'intrinsics': intrinsics,
             'distortion_coeffs': camera.distortion_coeffs.astype(np.float32),
             'distortion_model': np.array([camera.model_id], np.float32),
             'crop_rotations': geometry.rotations,

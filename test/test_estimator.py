@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+from metrabs_ros.augmentation import tta_parameters
 from metrabs_ros.camera import CameraModel, intrinsics_from_fov
+from metrabs_ros.crops import crop_geometry, sampling_window_px
 from metrabs_ros.estimator import PoseEstimator
 from metrabs_ros.onnx_backend import ModelLoadError
 from metrabs_ros.synthetic_scene import render_scene
@@ -111,3 +113,30 @@ def test_model_loading_errors(tmp_path, colour_key_detector):
         PoseEstimator(corrupt)
     with pytest.raises(ModelLoadError, match='person detector'):
         PoseEstimator(colour_key_detector)
+
+
+@pytest.mark.parametrize('distorted', [False, True])
+def test_feeding_only_the_sampled_window_gives_identical_poses(fixture_pose_model, distorted):
+    """The estimator passes only the image window the crops sample (shifted principal point); the graph's
+    output must equal the full-frame computation, also for rotated/zoomed augmentations, distortion, pyramid
+    levels > 0 (large people) and people at the image border."""
+    camera = CameraModel.create(intrinsics_from_fov(70, (480, 640)),
+                                [-0.12, 0.03, 0.001, -0.001, 0.0] if distorted else None)
+    scene = render_scene(seed=5, num_people=3, camera=camera, distance_range_mm=(1500.0, 6000.0),
+                         min_separation_mm=600.0)
+    boxes = np.stack([p.box_xywh_px for p in scene.people if p.num_pixels > 0])
+    boxes = np.concatenate([boxes, [[560.0, 200.0, 120.0, 300.0]]])   # reaches beyond the right border
+    estimator = PoseEstimator(fixture_pose_model, detector_path=None, backend='cpu', num_threads=1)
+    windowed_levels = []
+    for subset in [boxes] + [box[None] for box in boxes]:
+        geometry = crop_geometry(subset, scene.camera, scene.up_vector_cam, 128, tta_parameters(5))
+        if sampling_window_px(scene.camera, geometry, 128, scene.image_rgb.shape[:2]) is not None:
+            windowed_levels.append(int(geometry.pyramid_levels.max()))
+        results = []
+        for window in (False, True):
+            estimator.crop_to_window = window
+            results.append(estimator.estimate_poses(scene.image_rgb, subset, camera=scene.camera, num_aug=5,
+                                                    world_up_vector=scene.up_vector_cam))
+        np.testing.assert_allclose(results[1].poses3d_mm, results[0].poses3d_mm, atol=0.05)
+        np.testing.assert_allclose(results[1].poses2d_px, results[0].poses2d_px, atol=0.01)
+    assert len(windowed_levels) >= 3 and max(windowed_levels) >= 1   # the test did exercise windows + pyramid
