@@ -34,9 +34,9 @@ class JointRegressor:
 
     def __call__(self, bone_heads: np.ndarray, vertices: np.ndarray) -> np.ndarray:
         """``[B, J, 3]`` joints (same frame/units as the inputs ``bone_heads [B,104,3]``, ``vertices [B,V,3]``)."""
-        out = np.einsum('jb,nbc->njc', self.bone_weights, bone_heads)
+        out = np.matmul(self.bone_weights, bone_heads)
         if self.vertex_indices.size:
-            out += np.einsum('js,nsc->njc', self.vertex_weights, vertices[:, self.vertex_indices])
+            out += np.matmul(self.vertex_weights, vertices[:, self.vertex_indices])
         return out.astype(np.float32)
 
 

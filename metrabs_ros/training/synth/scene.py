@@ -341,7 +341,9 @@ def finish_image(image: np.ndarray, ids: np.ndarray, rng: np.random.Generator) -
     image = np.where(edge[..., None], 0.5 * image + 0.5 * blurred, image)
     if rng.uniform() < 0.3:
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 1.0))
-    image = image + rng.normal(0, rng.uniform(0, 4), (1, 1, 1)) + rng.normal(0, rng.uniform(0.5, 3.0), image.shape)
+    noise = rng.standard_normal(image.shape, dtype=np.float32)
+    noise *= np.float32(rng.uniform(0.5, 3.0))
+    image = image + noise + np.float32(rng.normal(0, 4))
     return np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -507,14 +509,26 @@ def render_crop_sample(body: BodyModel, plan: SamplePlan, settings: Settings) ->
 
 def _crop_grid_in_image(camera: SceneCamera, R: np.ndarray, K_crop: np.ndarray, size: int) -> np.ndarray:
     """``[size, size]`` bool: the crop pixel's ray lands inside the original image."""
-    cols, rows = np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64))
-    q = np.stack([cols, rows, np.ones_like(cols)], -1).reshape(-1, 3)
-    rays = q @ (R.T @ np.linalg.inv(K_crop)).T
-    px = project_points(rays, camera.K, camera.dist, camera.max_radius)
+    M = (R.T @ np.linalg.inv(K_crop)).astype(np.float32)      # crop pixel (col, row, 1) -> camera ray
+    ar = np.arange(size, dtype=np.float32)
+    cols, rows = ar[None, :], ar[:, None]
+    x = M[0, 0] * cols + M[0, 1] * rows + M[0, 2]
+    y = M[1, 0] * cols + M[1, 1] * rows + M[1, 2]
+    z = M[2, 0] * cols + M[2, 1] * rows + M[2, 2]
+    front = z > 1e-6
+    with np.errstate(divide='ignore', invalid='ignore'):
+        xn, yn = x / z, y / z
+    if np.any(camera.dist):
+        from metrabs_ros.camera import distort_normalized
+        front &= np.hypot(xn, yn) <= camera.max_radius
+        xy = distort_normalized(np.stack([xn, yn], -1), camera.dist)
+        xn, yn = xy[..., 0], xy[..., 1]
+    K = camera.K
+    u = K[0, 0] * xn + K[0, 1] * yn + K[0, 2]
+    v = K[1, 1] * yn + K[1, 2]
     H, W = camera.image_hw
-    ok = (np.isfinite(px[:, 0]) & (px[:, 0] >= -0.5) & (px[:, 0] < W - 0.5) & (px[:, 1] >= -0.5)
-          & (px[:, 1] < H - 0.5))
-    return ok.reshape(size, size)
+    with np.errstate(invalid='ignore'):
+        return front & (u >= -0.5) & (u < W - 0.5) & (v >= -0.5) & (v < H - 0.5)
 
 
 def render_sample(body: BodyModel, plan: SamplePlan, settings: Settings) -> Dict[str, np.ndarray]:
