@@ -191,3 +191,36 @@ def skin_bodies(body: BodyModel, phenotypes: np.ndarray, pose_deltas: np.ndarray
         out = body.model(pose_parameters=torch.from_numpy(np.ascontiguousarray(pose_deltas, np.float32)),
                          phenotype_kwargs=torch.from_numpy(np.ascontiguousarray(phenotypes, np.float32)))
     return out['vertices'].numpy(), out['bone_poses'][:, :, :3, 3].numpy()
+
+
+def _stature_features(phenotypes: np.ndarray) -> np.ndarray:
+    g, a, m, w, _, p = np.asarray(phenotypes, np.float64).T
+    a2 = np.maximum(a - 2 / 3, 0)
+    return np.stack([np.ones_like(g), g, a, a2, m, w, p, g * a, g * a2, g * w, g * m, a * w, a2 * w], -1)
+
+
+@functools.lru_cache(maxsize=2)
+def _stature_fit(body_id: int, body: BodyModel):
+    """Least-squares model of the reference-pose stature at height parameter 0 and 1 (adult ages 0.5..1)."""
+    rng = np.random.default_rng(1234)
+    n = 96
+    ph = np.column_stack([rng.uniform(0, 1, n), rng.uniform(0.5, 1, n), rng.uniform(0, 1, (n, 2)),
+                          np.zeros(n), rng.uniform(0, 0.6, n)])
+    both = np.concatenate([ph, ph])
+    both[n:, 4] = 1.0
+    deltas = np.tile(np.eye(4, dtype=np.float32), (2 * n, len(body.bone_labels), 1, 1))
+    verts, _ = skin_bodies(body, both, deltas)
+    stature = verts[:, :, 2].max(1) - verts[:, :, 2].min(1)
+    X = _stature_features(ph)
+    c0 = np.linalg.lstsq(X, stature[:n], rcond=None)[0]
+    c1 = np.linalg.lstsq(X, stature[n:], rcond=None)[0]
+    return c0, c1
+
+
+def height_parameter_for_stature(body: BodyModel, phenotypes: np.ndarray, stature_m: np.ndarray) -> np.ndarray:
+    """The Anny ``height`` parameter (clipped to [0, 1]) that gives each adult body (age >= 0.5) the wanted
+    reference-pose stature (metres, vertex top to bottom; about +-2 cm from a linear model fitted at load)."""
+    c0, c1 = _stature_fit(id(body), body)
+    X = _stature_features(phenotypes)
+    s0, s1 = X @ c0, X @ c1
+    return np.clip((np.asarray(stature_m) - s0) / np.maximum(s1 - s0, 1e-3), 0.0, 1.0)

@@ -29,7 +29,7 @@ import numpy as np
 from metrabs_ros.camera import CameraModel
 from metrabs_ros.crops import box_rotation_and_scale
 from metrabs_ros.training.synth import appearance, backgrounds, motion, raster
-from metrabs_ros.training.synth.body_model import FORMATS, BodyModel, skin_bodies
+from metrabs_ros.training.synth.body_model import FORMATS, BodyModel, height_parameter_for_stature, skin_bodies
 
 KINDS = ('crops', 'scenes')
 SPLITS = ('train', 'val')
@@ -52,12 +52,14 @@ class Settings:
     box_shift_jitter: float = 0.05     # normal sigma of the box centre shift, fraction of the box size
     rotation_jitter_deg: float = 6.0
     jpeg_quality: int = 92
+    background: str = 'random'         # 'random' (photos / procedural) or 'flat:<grey level>' (tests)
 
 
 @dataclasses.dataclass
 class PersonPlan:
-    phenotype: np.ndarray          # [6]
+    phenotype: np.ndarray          # [6]; for adults the height entry is set from stature_m when skinning
     pose_dm: np.ndarray            # [13, 3, 3]
+    stature_m: float = float('nan')   # wanted standing height of an adult (NaN: children keep their parameter)
     vertices_m: Optional[np.ndarray] = None      # [V, 3] body frame, grounded
     joints_m: Optional[Dict[str, np.ndarray]] = None   # format -> [J, 3] body frame
 
@@ -80,11 +82,17 @@ def sample_rng(seed: int, split: str, kind: str, index: int) -> np.random.Genera
     return np.random.default_rng([int(seed), SPLITS.index(split), KINDS.index(kind), int(index), 0x5E7])
 
 
-def sample_phenotype(rng: np.random.Generator) -> np.ndarray:
-    """gender, age, muscle, weight, height, proportions in [0, 1]; mostly adults (age 0.55-1), some children."""
+def sample_phenotype(rng: np.random.Generator) -> Tuple[np.ndarray, float]:
+    """(gender, age, muscle, weight, height, proportions in [0, 1]; wanted stature in m or NaN for children).
+
+    Mostly adults (age 0.55-1) whose stature is drawn around 1.76 m (gender 0 = male) .. 1.63 m (gender 1),
+    sd 7 cm, clipped to 1.48-1.98 m; 15 % children (age 0.3-0.55) with a random height parameter."""
     gender = rng.beta(0.4, 0.4)
-    age = rng.uniform(0.55, 1.0) if rng.uniform() < 0.85 else rng.uniform(0.3, 0.55)
-    return np.array([gender, age, rng.beta(2, 2), rng.beta(2, 2.5), rng.uniform(0, 1), rng.beta(2, 3)])
+    adult = rng.uniform() < 0.85
+    age = rng.uniform(0.55, 1.0) if adult else rng.uniform(0.3, 0.55)
+    pheno = np.array([gender, age, rng.beta(2, 2), rng.beta(2, 2.5), rng.uniform(0.2, 0.8), 0.6 * rng.beta(2, 3)])
+    stature = float(np.clip(rng.normal(1.76 - 0.13 * gender, 0.07), 1.48, 1.98)) if adult else float('nan')
+    return pheno, stature
 
 
 def plan_sample(seed: int, split: str, kind: str, index: int, settings: Settings) -> SamplePlan:
@@ -93,8 +101,10 @@ def plan_sample(seed: int, split: str, kind: str, index: int, settings: Settings
         num = 1 + rng.choice(5, p=[0.25, 0.3, 0.25, 0.12, 0.08])
     else:
         num = int(rng.integers(1, settings.max_people_scene + 1))
-    people = [PersonPlan(sample_phenotype(rng), motion.sample_pose_dm(rng, split, settings.p_clip_motion))
-              for _ in range(num)]
+    people = []
+    for _ in range(num):
+        pheno, stature = sample_phenotype(rng)
+        people.append(PersonPlan(pheno, motion.sample_pose_dm(rng, split, settings.p_clip_motion), stature))
     return SamplePlan(seed, split, kind, index, rng, people)
 
 
@@ -104,6 +114,12 @@ def skin_plans(body: BodyModel, plans: Sequence[SamplePlan]) -> None:
     if not people:
         return
     pheno = np.stack([p.phenotype for p in people])
+    stature = np.array([p.stature_m for p in people])
+    adult = np.isfinite(stature)
+    if np.any(adult):
+        pheno[adult, 4] = height_parameter_for_stature(body, pheno[adult], stature[adult])
+    for p, ph in zip(people, pheno):
+        p.phenotype = ph
     dm = np.stack([p.pose_dm for p in people])
     deltas = motion.retarget_to_anny(dm, body.bone_labels, body.ref_bone_heads_m, body.bone_parents)
     verts, heads = skin_bodies(body, pheno, deltas)
@@ -420,7 +436,30 @@ def render_scene_sample(body: BodyModel, plan: SamplePlan, settings: Settings) -
     rng = plan.rng
     hw = settings.scene_hw or SCENE_SIZES_HW[rng.integers(len(SCENE_SIZES_HW))]
     camera, view, people, placements = _layout(plan, settings, hw)
-    bg = backgrounds.sample_background(rng, plan.split, hw[0], hw[1], view.ground_px_to_world)
+    return _render_full(body, plan, settings, camera, view, people, placements)
+
+
+def render_source_view(body: BodyModel, plan: SamplePlan, settings: Settings) -> Dict[str, np.ndarray]:
+    """The full source image of a *crops* plan (same camera and people as :func:`render_crop_sample`), with
+    scene-style ground truth; for consistency checks between the two sample kinds."""
+    rng = plan.rng
+    hw = CROP_SOURCE_SIZES_HW[rng.integers(len(CROP_SOURCE_SIZES_HW))]
+    camera, view, people, placements = _layout(plan, settings, hw)
+    return _render_full(body, plan, settings, camera, view, people, placements)
+
+
+def _background(rng, settings: Settings, split: str, hw, view: View) -> np.ndarray:
+    if settings.background.startswith('flat:'):
+        return np.full((hw[0], hw[1], 3), float(settings.background[5:]), np.float32)
+    if settings.background != 'random':
+        raise ValueError(f"background must be 'random' or 'flat:<level>', got {settings.background!r}")
+    return backgrounds.sample_background(rng, split, hw[0], hw[1], view.ground_px_to_world)
+
+
+def _render_full(body, plan, settings, camera, view, people, placements):
+    rng = plan.rng
+    hw = camera.image_hw
+    bg = _background(rng, settings, plan.split, hw, view)
     image, depth, ids, view_verts = render_people(body, view, people, placements, rng, bg)
     image = finish_image(image, ids, rng)
     per_person: Dict[str, list] = {}
@@ -477,7 +516,7 @@ def render_crop_sample(body: BodyModel, plan: SamplePlan, settings: Settings) ->
     view, R, K_crop, box_scale = crop_view(camera, box, size, rot)
     # crop pixels whose ray leaves the original image sample zeros, as the inference warp does
     grid = _crop_grid_in_image(camera, R, K_crop, size)
-    bg = backgrounds.sample_background(rng, plan.split, size, size, view.ground_px_to_world)
+    bg = _background(rng, settings, plan.split, (size, size), view)
     image, depth, ids, view_verts = render_people(body, view, people, placements, rng, bg)
     if box_scale > 1.3:   # the source image had fewer pixels on the person than the crop: lose the detail
         small = max(8, int(round(size / box_scale)))
