@@ -24,8 +24,6 @@ def register_commands(subparsers) -> None:
 
 
 def cmd_synth(args) -> int:
-    import sys
-
     from metrabs_ros.training.synth.generate import contact_sheet, generate_dataset
     from metrabs_ros.training.synth.scene import Settings
     from metrabs_ros.training.synth.shards import open_dataset
@@ -40,7 +38,16 @@ def cmd_synth(args) -> int:
         scene_hw = (h, w)
     settings = Settings(crop_size=args.size, scene_hw=scene_hw, jpeg_quality=args.jpeg_quality)
     generate_dataset(args.out, args.kind, args.count, args.seed, args.split, args.workers, settings,
-                     args.shard_size, args.image_format, command=' '.join(['metrabs-ros'] + sys.argv[1:]))
+                     args.shard_size, args.image_format, command=_command_line(args))
     if args.preview:
         print('preview:', contact_sheet(open_dataset(args.out), args.preview))
     return 0
+
+
+def _command_line(args) -> str:
+    """The equivalent command line (recorded in the manifest so the data set can be regenerated)."""
+    parts = ['metrabs-ros synth', f'--kind {args.kind}', f'--count {args.count}', f'--seed {args.seed}',
+             f'--split {args.split}', f'--out {args.out}', f'--workers {args.workers}', f'--size {args.size}',
+             f'--image-size {args.image_size}', f'--shard-size {args.shard_size}',
+             f'--image-format {args.image_format}', f'--jpeg-quality {args.jpeg_quality}']
+    return ' '.join(parts)
