@@ -32,6 +32,15 @@ def test_worker_count_does_not_change_the_data(tmp_path):
         for n in x:
             np.testing.assert_array_equal(x[n], y[n], err_msg=f'shard {k} {n}')
     assert ma['samples_per_second'] > 0
+    # a different shard size regroups the same samples (skinning batches are aligned groups of 16 indices)
+    c = str(tmp_path / 'w2s32')
+    generate_dataset(c, 'crops', 40, seed=2, workers=2, shard_size=32, log=lambda *_: None)
+    da, dc = shards.open_dataset(a), shards.open_dataset(c)
+    assert len(dc.shards) == 2
+    for i in (0, 17, 39):
+        x, y = da[i], dc[i]
+        for n in x:
+            np.testing.assert_array_equal(x[n], y[n], err_msg=f'sample {i} {n}')
 
 
 def test_scene_shards_round_trip(tmp_path):

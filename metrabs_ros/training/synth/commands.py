@@ -16,7 +16,8 @@ def register_commands(subparsers) -> None:
     p.add_argument('--size', type=int, default=256, help='crop side in pixels (crops)')
     p.add_argument('--image-size', default='640x480',
                    help="scenes: WIDTHxHEIGHT, or 'random' for a mix of sizes")
-    p.add_argument('--shard-size', type=int, default=256, help='samples per shard (multiple of 16)')
+    p.add_argument('--shard-size', type=int, default=None,
+                   help='samples per shard, a multiple of 16 (default: count/16 rounded up, 16..256)')
     p.add_argument('--image-format', choices=('jpg', 'png', 'raw'), default='jpg')
     p.add_argument('--jpeg-quality', type=int, default=92)
     p.add_argument('--preview', default=None, help='also write a PNG contact sheet of the first 16 samples with GT')
@@ -48,6 +49,8 @@ def _command_line(args) -> str:
     """The equivalent command line (recorded in the manifest so the data set can be regenerated)."""
     parts = ['metrabs-ros synth', f'--kind {args.kind}', f'--count {args.count}', f'--seed {args.seed}',
              f'--split {args.split}', f'--out {args.out}', f'--workers {args.workers}', f'--size {args.size}',
-             f'--image-size {args.image_size}', f'--shard-size {args.shard_size}',
-             f'--image-format {args.image_format}', f'--jpeg-quality {args.jpeg_quality}']
+             f'--image-size {args.image_size}', f'--image-format {args.image_format}',
+             f'--jpeg-quality {args.jpeg_quality}']
+    if args.shard_size is not None:
+        parts.append(f'--shard-size {args.shard_size}')
     return ' '.join(parts)

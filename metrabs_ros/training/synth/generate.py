@@ -61,13 +61,19 @@ def _versions() -> Dict[str, str]:
 
 
 def generate_dataset(out_dir: str, kind: str, count: int, seed: int = 0, split: str = 'train', workers: int = 1,
-                     settings: Optional[Settings] = None, shard_size: int = 256, image_format: str = 'jpg',
+                     settings: Optional[Settings] = None, shard_size: Optional[int] = None, image_format: str = 'jpg',
                      command: Optional[str] = None, log=print) -> dict:
-    """Render ``count`` samples of ``kind`` into ``out_dir`` (shards + manifest.json); returns the manifest."""
+    """Render ``count`` samples of ``kind`` into ``out_dir`` (shards + manifest.json); returns the manifest.
+
+    ``shard_size`` None = ``count / 16`` rounded up to a multiple of 16, between 16 and 256 (it depends on the
+    count only, so the files do not depend on ``workers``; the samples themselves do not depend on the shard size
+    either, as skinning batches are the aligned groups ``[16 k, 16 k + 16)``)."""
     from metrabs_ros.training.synth.body_model import load_body_model, format_joint_names
     settings = settings or Settings()
     if count <= 0:
         raise ValueError(f'count must be positive, got {count}')
+    if shard_size is None:
+        shard_size = int(min(256, max(BATCH, -(-count // (16 * BATCH)) * BATCH)))
     if shard_size <= 0 or shard_size % BATCH:
         raise ValueError(f'shard_size must be a positive multiple of {BATCH}, got {shard_size}')
     if image_format == 'raw' and kind == 'scenes' and settings.scene_hw is None:
