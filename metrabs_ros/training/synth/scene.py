@@ -374,10 +374,10 @@ def joint_ground_truth(joints_view_m: np.ndarray, view: View, ids: np.ndarray, p
         in_image &= extra_valid
     cx = np.clip(np.round(np.nan_to_num(px[:, 0])).astype(np.int64), 0, W - 1)
     cy = np.clip(np.round(np.nan_to_num(px[:, 1])).astype(np.int64), 0, H - 1)
-    own = np.zeros(len(px), bool)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            own |= ids[np.clip(cy + dy, 0, H - 1), np.clip(cx + dx, 0, W - 1)] == person_index
+    offsets = np.array([-1, 0, 1])
+    rows = np.clip(cy[:, None, None] + offsets[None, :, None], 0, H - 1)
+    cols = np.clip(cx[:, None, None] + offsets[None, None, :], 0, W - 1)
+    own = np.any(ids[rows, cols] == person_index, axis=(1, 2))
     return dict(joints3d_mm=(joints_view_m * 1000.0).astype(np.float32),
                 joints2d_px=np.nan_to_num(px, nan=-1e4).astype(np.float32),
                 in_image=in_image, visible=in_image & own)
