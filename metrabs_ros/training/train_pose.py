@@ -244,8 +244,6 @@ class CropDataset(torch.utils.data.Dataset):
         if aug.sample_kind(sample) == 'crops':
             return aug.crop_sample_example(sample)
         n = aug.scene_people_count(sample)
-        if n == 0:
-            raise ValueError('scenes sample without people')
         pixels = np.asarray(sample.get('people/num_pixels', np.full(n, 1 << 30)))
         ok = np.flatnonzero(pixels >= self.min_person_pixels)
         person = int(rng.choice(ok)) if len(ok) else int(np.argmax(pixels))
@@ -261,7 +259,12 @@ class CropDataset(torch.utils.data.Dataset):
     def __getitem__(self, item) -> dict:
         index, step, slot = item
         rng = aug.random_seed_sequence(self.seed, step, slot)
-        return self.make(self.example(self.samples[int(index)], rng), rng, self.augment_cfg)
+        n = len(self.samples)
+        for k in range(min(n, 16)):  # a scene without people: the next sample (deterministic)
+            sample = self.samples[(int(index) + k) % n]
+            if aug.sample_kind(sample) == 'crops' or aug.scene_people_count(sample) > 0:
+                return self.make(self.example(sample, rng), rng, self.augment_cfg)
+        raise ValueError(f'samples {index}..{index + 15} hold no people')
 
 
 def validation_examples(samples, max_examples: int, min_person_pixels: int = 0) -> List[aug.Example]:
