@@ -6,9 +6,11 @@ No torch: numpy, ONNX Runtime, and matplotlib for the plots.
 Samples: `scenes` samples (full images, every person's GT) — or `crops` samples, each then treated as an image with
 one person whose box is the whole crop and whose camera is K_crop.
 Modes:
-  detector given (default when --detector is passed): detect_poses → detection AP50 / recall@0.5 (all people and
-    people taller than 60 px, GT = visible-silhouette boxes); each detection matched to a GT person at IoU ≥ 0.5
-    gives that person's pose (estimate_poses on the kept boxes, identical to detect_poses' poses).
+  detector given (default when --detector is passed): the detector's boxes (threshold + NMS, as in detect_poses)
+    → detection AP50 / recall@0.5 (all people and people taller than 60 px, GT = visible-silhouette boxes), and
+    the same for the boxes detect_poses keeps after its pose plausibility filter / pose NMS
+    ('detection_after_pose_filter'); each detection matched to a GT person at IoU ≥ 0.5 gives that person's pose
+    (estimate_poses on the matched boxes: the poses detect_poses computes for them).
   --gt-boxes (default without a detector): GT boxes through estimate_poses, which isolates the pose model.
 People with fewer than `min_person_pixels` visible pixels are left out of the pose metrics (not of detection).
 Pose metrics per skeleton format that both the model and the GT have (metrabs_ros.training.metrics).
@@ -62,9 +64,10 @@ def evaluate_model(model_path: str, data, detector_path: Optional[str] = None, n
     n_samples = len(samples) if max_samples is None else min(len(samples), int(max_samples))
     model_formats = set(estimator.skeleton_names)
     det_acc = metrics.DetectionAccumulator(0.5, min_height_px) if not gt_boxes else None
+    e2e_acc = metrics.DetectionAccumulator(0.5, min_height_px) if not gt_boxes else None
     collected: Dict[str, Dict[str, list]] = {}
     counts = {'images': 0, 'gt_people': 0, 'evaluated_people': 0, 'unmatched_people': 0}
-    t_pose = t_det = 0.0
+    t_pose = t_det = t_e2e = 0.0
     for i in range(n_samples):  # loop over images
         sample = samples[i]
         image, camera, boxes, truncated, joints, keep = _sample_people(sample, min_person_pixels)
@@ -73,11 +76,16 @@ def evaluate_model(model_path: str, data, detector_path: Optional[str] = None, n
         fmts = [f for f in (formats or sorted(joints)) if f in joints and f in model_formats]
         if not gt_boxes:
             t = time.perf_counter()
+            detections = estimator.detector.detect(image, threshold=detector_threshold)
+            t_det += time.perf_counter() - t
+            det_boxes, scores = detections[:, :4].astype(np.float64), detections[:, 4].astype(np.float64)
+            det_acc.add(det_boxes, scores, boxes)
+            # what detect_poses returns: the detections that survive the pose plausibility filter / pose NMS
+            t = time.perf_counter()
             result = estimator.detect_poses(image, camera=camera, num_aug=num_aug,
                                             detector_threshold=detector_threshold)
-            t_det += time.perf_counter() - t
-            det_boxes, scores = result.boxes[:, :4], result.boxes[:, 4]
-            det_acc.add(det_boxes, scores, boxes)
+            t_e2e += time.perf_counter() - t
+            e2e_acc.add(result.boxes[:, :4], result.boxes[:, 4], boxes)
             pred_to_gt, _ = metrics.match_boxes(det_boxes, scores, boxes, 0.5)
             matched = pred_to_gt >= 0
             gt_index = pred_to_gt[matched]
@@ -101,7 +109,7 @@ def evaluate_model(model_path: str, data, detector_path: Optional[str] = None, n
     report = {'model': os.fspath(model_path), 'detector': detector_path, 'data': str(data),
               'mode': 'gt_boxes' if gt_boxes else 'detector', 'num_aug': int(num_aug),
               'min_person_pixels': int(min_person_pixels), 'counts': counts, 'pose': {},
-              'seconds': {'pose_total': t_pose, 'detect_total': t_det}}
+              'seconds': {'pose_total': t_pose, 'detect_total': t_det, 'detect_poses_total': t_e2e}}
     for fmt, c in collected.items():
         pred, gt = np.concatenate(c['pred']), np.concatenate(c['gt'])
         rep = metrics.pose_report(pred, gt, metrics.root_index(fmt, c['joint_names']),
@@ -110,6 +118,7 @@ def evaluate_model(model_path: str, data, detector_path: Optional[str] = None, n
         report['pose'][fmt] = rep
     if det_acc is not None:
         report['detection'] = det_acc.report()
+        report['detection_after_pose_filter'] = e2e_acc.report()
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, 'report.json'), 'w') as f:
@@ -147,9 +156,10 @@ def format_table(report: dict) -> str:
         if 'truncated' in tr:
             lines.append(f"MRPE median truncated {tr['truncated']['median']:.0f} (n={tr['truncated']['count']}), "
                          f"not truncated {tr['not_truncated']['median']:.0f} (n={tr['not_truncated']['count']})")
-    for key, d in (report.get('detection') or {}).items():
-        lines.append(f"detection {key}: AP50 {d['ap50']:.3f}, recall@0.5 {d['recall50']:.3f} "
-                     f"({d['num_gt']} GT, {d['num_detections']} detections)")
+    for group, label in (('detection', 'detector'), ('detection_after_pose_filter', 'detect_poses')):
+        for key, d in (report.get(group) or {}).items():
+            lines.append(f"{label} {key}: AP50 {d['ap50']:.3f}, recall@0.5 {d['recall50']:.3f} "
+                         f"({d['num_gt']} GT, {d['num_detections']} detections)")
     return '\n'.join(lines)
 
 
