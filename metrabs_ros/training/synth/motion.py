@@ -254,17 +254,16 @@ def procedural_pose(rng: np.random.Generator) -> np.ndarray:
     """One plausible pose in DeepMimic local rotations ``[13, 3, 3]`` (identity root), clipped to joint limits."""
     family = POSE_FAMILIES[rng.choice(len(POSE_FAMILIES), p=_FAMILY_P)]
     angles = _template_angles(family, rng)
+    names = DM_JOINTS[1:]
+    mean = np.array([angles.get(name, (0.0, 0.0, 0.0)) for name in names], np.float64)     # [12, 3]
+    lim = np.array([_LIMITS[name.split('_', 1)[-1]] for name in names], np.float64)      # [12, 3, 2]
+    jitter = rng.normal(0.0, 6.0, (len(names), 3)) * (lim[..., 1] > lim[..., 0])
+    flex, abd, twist = np.clip(mean + jitter, lim[..., 0], lim[..., 1]).T
+    right = np.array([name.startswith('r_') for name in names])
+    abd = np.where(right, -abd, abd)        # mirror: abduction / twist (about x / y) change sign on the right
+    twist = np.where(right, -twist, twist)
     local = np.tile(np.eye(3), (len(DM_JOINTS), 1, 1))
-    for j, name in enumerate(DM_JOINTS[1:], start=1):
-        key = name if name in angles else None
-        mean = np.array(angles[key] if key else (0.0, 0.0, 0.0))
-        base = name.split('_', 1)[-1]
-        lim = np.array(_LIMITS[base], np.float64)
-        jitter = rng.normal(0.0, 6.0, 3) * (lim[:, 1] > lim[:, 0])
-        flex, abd, twist = np.clip(mean + jitter, lim[:, 0], lim[:, 1])
-        if name.startswith('r_'):
-            abd, twist = -abd, -twist     # mirror: abduction/twist about x/y change sign on the right side
-        local[j] = euler_dm(flex, abd, twist)
+    local[1:] = euler_dm(flex, abd, twist)
     return local
 
 
