@@ -132,7 +132,6 @@ def test_scene_boxes_contain_visible_joints(scenes):
 
 
 def test_adult_bone_lengths_and_sides(body):
-    rng = np.random.default_rng(0)
     settings = scene.Settings()
     plans = [scene.plan_sample(0, 'train', 'crops', i, settings) for i in range(12)]
     scene.skin_plans(body, plans)
@@ -162,7 +161,6 @@ def test_adult_bone_lengths_and_sides(body):
         left = [i for i, n in enumerate(fnames) if n.startswith('l')]
         right = [i for i, n in enumerate(fnames) if n.startswith('r')]
         assert np.all(j[:, left, 0] > 0) and np.all(j[:, right, 0] < 0)
-    del rng
 
 
 def test_samples_are_deterministic(body):

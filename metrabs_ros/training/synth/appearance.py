@@ -62,7 +62,8 @@ def _tables_cached(body_id: int, body: BodyModel) -> VertexTables:
     # Hair: head vertices above the eyes or behind the ears (reference pose, facing -y).
     eye_z = heads[bi('eye.L'), 2]
     head_c = heads[bi('head')]
-    hair = (region == SKIN_HEAD) & ((v[:, 2] > eye_z + 0.035) | ((v[:, 1] > head_c[1] + 0.02) & (v[:, 2] > eye_z - 0.06)))
+    behind = (v[:, 1] > head_c[1] + 0.02) & (v[:, 2] > eye_z - 0.06)
+    hair = (region == SKIN_HEAD) & ((v[:, 2] > eye_z + 0.035) | behind)
     region[hair] = HAIR
     z = v[:, 2]
     height_t = (z - z.min()) / (z.max() - z.min())

@@ -120,7 +120,8 @@ def _build_regressors(labels, heads, verts, dominant, coco_weights, coco_labels)
     h36m['pelv'] = (mid('upperleg01.L', 'upperleg01.R'), zero_v)
     h36m['spin'] = ({'spine03': 0.5, 'spine02': 0.5}, zero_v)
     h36m['neck'] = ({'neck01': 1.0}, zero_v)
-    h36m['head'] = ({'head': 0.5}, 0.5 * (coco_row['nose'] * 0.5 + 0.25 * coco_row['left_ear'] + 0.25 * coco_row['right_ear']))
+    face = 0.5 * coco_row['nose'] + 0.25 * coco_row['left_ear'] + 0.25 * coco_row['right_ear']
+    h36m['head'] = ({'head': 0.5}, 0.5 * face)
     h36m['htop'] = ({}, topv)
     defs['h36m_17'] = h36m
 

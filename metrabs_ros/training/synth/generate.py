@@ -7,12 +7,11 @@ in batches aligned to multiples of ``BATCH`` samples, so its bytes do not depend
 from __future__ import annotations
 
 import dataclasses
-import json
 import multiprocessing
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional
 
 import cv2
 import numpy as np
