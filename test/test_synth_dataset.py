@@ -61,9 +61,11 @@ def test_scene_shards_round_trip(tmp_path):
         np.testing.assert_array_equal(got['image'], expected['image'])     # PNG is lossless
         assert int(got['index']) == i
         for k, v in expected.items():
-            if k != 'image':
+            if k != 'image':   # every generated array comes back unchanged
                 np.testing.assert_array_equal(got[k], v, err_msg=k)
         assert len(got['people/box_xywh']) == int(got['num_people'])
+        b = got['people/box_xywh']
+        np.testing.assert_array_equal(got['boxes_xyxy_px'], np.column_stack([b[:, :2], b[:, :2] + b[:, 2:]]))
     seen = sorted(int(s['index']) for s in ds.iterate(shuffle=True, seed=1))
     assert seen == list(range(20))
     first = [int(s['index']) for s in ds.iterate(shuffle=True, seed=1)][:5]

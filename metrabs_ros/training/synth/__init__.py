@@ -14,3 +14,7 @@ Modules (torch is imported only by ``body_model`` when a body model is loaded an
 
 See docs/synthetic_data.md.
 """
+
+from metrabs_ros.training.synth.shards import SynthDataset, open_dataset  # noqa: E402  (numpy + OpenCV only)
+
+__all__ = ['SynthDataset', 'open_dataset']

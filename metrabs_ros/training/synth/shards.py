@@ -11,7 +11,8 @@ stores ``N`` consecutive samples:
   int64 [N+1].
 
 :func:`open_dataset` returns a :class:`SynthDataset` (indexable, iterable with shuffling) whose samples are dicts
-of numpy arrays (``image`` uint8 [H, W, 3] RGB; scenes: ``people/...`` arrays with a leading person axis).
+of numpy arrays (``image`` uint8 [H, W, 3] RGB; scenes: ``people/...`` arrays with a leading person axis and the
+derived ``boxes_xyxy_px`` [P, 4] = visible-silhouette boxes as x0, y0, x1, y1 in the pixel-edge convention).
 """
 
 from __future__ import annotations
@@ -147,6 +148,9 @@ class SynthDataset:
                 out[name] = arr[po[j]:po[j + 1]]
             else:
                 out[name] = arr[j]
+        if 'people/box_xywh' in out:     # convenience for detectors: x0, y0, x1, y1 in the pixel-edge convention
+            b = out['people/box_xywh'].reshape(-1, 4)
+            out['boxes_xyxy_px'] = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
         return out
 
     def __iter__(self) -> Iterator[Dict[str, np.ndarray]]:
