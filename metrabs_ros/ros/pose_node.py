@@ -95,6 +95,8 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'are large in the image)', 1, 4, dynamic=True),
     # --- outputs (changeable at run time)
     ParameterSpec('publish_markers', True, "publish visualization_msgs/MarkerArray on 'markers'", dynamic=True),
+    ParameterSpec('track_max_age_s', 1.0, 'a person keeps its id (Person3D.id, marker namespace and colour) while '
+                  'unseen for at most this long; 0 = ids are the per-frame order', 0.0, 3600.0, dynamic=True),
     ParameterSpec('marker_lifetime_s', 0.5, 'lifetime of the RViz markers; 0 = until replaced/deleted',
                   0.0, 3600.0, dynamic=True),
     ParameterSpec('publish_debug_image', False, "publish the image with the 2D skeletons drawn on 'debug_image'",
@@ -255,6 +257,7 @@ def _make_node_class():
             self._last_error = ''
             self._camera_source = 'none'
             self._marker_ids = set()
+            self._tracker = PersonTracker()
             self._first_image_mono = None
             self._mailbox = LatestFrameMailbox()
             self._camera_infos = CameraInfoCache()
@@ -488,16 +491,22 @@ def _make_node_class():
             if not header.frame_id and self._throttle('empty_frame_id'):
                 self.get_logger().warning("the image has an empty frame_id: RViz cannot place the markers "
                                           "(set the 'frame_id' parameter)")
-            poses_msg = result_to_poses3d_msg(result, header, image.shape[:2], timing_s={
+            if p['track_max_age_s'] > 0:
+                self._tracker.max_age_s = float(p['track_max_age_s'])
+                person_ids = self._tracker.update(result.poses3d_mm.mean(axis=1), stamp_ns / 1e9)
+            else:
+                person_ids = np.arange(len(result))
+            poses_msg = result_to_poses3d_msg(result, header, image.shape[:2], person_ids=person_ids, timing_s={
                 'queue_time_s': (start_ns - receive_ns) / 1e9, 'inference_time_s': (end_ns - start_ns) / 1e9})
             if p['publish_markers']:
                 markers, self._marker_ids = build_marker_array(
-                    result, header, previous_ids=self._marker_ids, lifetime_s=p['marker_lifetime_s'])
+                    result, header, person_ids=person_ids, previous_ids=self._marker_ids,
+                    lifetime_s=p['marker_lifetime_s'])
             if p['publish_debug_image'] and self.debug_publisher.get_subscription_count() > 0:
                 from sensor_msgs.msg import Image
 
                 from metrabs_ros.visualization import draw_poses_2d
-                debug = fill_image_msg(Image(header=header), draw_poses_2d(image, result), 'rgb8')
+                debug = fill_image_msg(Image(header=header), draw_poses_2d(image, result, ids=person_ids), 'rgb8')
                 self.debug_publisher.publish(debug)
             publish_ns = self.get_clock().now().nanoseconds
             poses_msg.latency_s = (publish_ns - stamp_ns) / 1e9
@@ -582,6 +591,7 @@ from metrabs_ros.ros.camera_info import CameraInfoError, camera_model_from_camer
 from metrabs_ros.ros.image_conversion import (ImageConversionError, compressed_image_msg_to_rgb,  # noqa: E402
                                               fill_image_msg, image_msg_to_rgb)
 from metrabs_ros.ros.markers import build_marker_array, delete_all_marker_array  # noqa: E402
+from metrabs_ros.tracking import PersonTracker  # noqa: E402
 from metrabs_ros.ros.pose_messages import result_to_poses3d_msg  # noqa: E402
 
 
