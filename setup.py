@@ -13,7 +13,7 @@ setup(
     package_data={'metrabs_ros': ['models/*.onnx', 'models/*.md']},
     install_requires=['numpy>=1.24', 'onnxruntime>=1.17', 'opencv-python-headless>=4.8'],
     extras_require={
-        'train': ['torch>=2.2', 'onnx>=1.15'],
+        'train': ['torch>=2.2', 'onnx>=1.15', 'anny==0.6.2', 'pybullet>=3.2', 'numba>=0.60', 'scikit-image>=0.22'],
         'test': ['pytest>=8', 'onnx>=1.15', 'torch>=2.2', 'pyyaml'],
     },
     entry_points={'console_scripts': [

@@ -21,6 +21,18 @@ def register_commands(subparsers) -> None:
     _add_export_args(p)
     p.set_defaults(func=cmd_import_official)
 
+    # Data engine, training, evaluation and detector training register their own subcommands (lazy imports).
+    import importlib
+    for module_name in ('metrabs_ros.training.synth.commands', 'metrabs_ros.training.train_commands',
+                        'metrabs_ros.training.detector.commands', 'metrabs_ros.gpu.commands'):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if not module_name.startswith(error.name or '\0'):
+                raise
+            continue
+        module.register_commands(subparsers)
+
 
 def _add_export_args(p) -> None:
     p.add_argument('--out', required=True, help='output .onnx path')
