@@ -63,6 +63,7 @@ def evaluate_model(model_path: str, data, detector_path: Optional[str] = None, n
         estimator.detector = None
     n_samples = len(samples) if max_samples is None else min(len(samples), int(max_samples))
     model_formats = set(estimator.skeleton_names)
+    default_format = estimator.info.skeleton('').name
     det_acc = metrics.DetectionAccumulator(0.5, min_height_px) if not gt_boxes else None
     e2e_acc = metrics.DetectionAccumulator(0.5, min_height_px) if not gt_boxes else None
     collected: Dict[str, Dict[str, list]] = {}
@@ -73,7 +74,8 @@ def evaluate_model(model_path: str, data, detector_path: Optional[str] = None, n
         image, camera, boxes, truncated, joints, keep = _sample_people(sample, min_person_pixels)
         counts['images'] += 1
         counts['gt_people'] += len(boxes)
-        fmts = [f for f in (formats or sorted(joints)) if f in joints and f in model_formats]
+        fmts = [f for f in (formats or sorted(joints, key=lambda f: (f != default_format, f)))
+                if f in joints and f in model_formats]
         if not gt_boxes:
             t = time.perf_counter()
             detections = estimator.detector.detect(image, threshold=detector_threshold)
