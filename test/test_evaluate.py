@@ -1,7 +1,6 @@
-"""`metrabs-ros train` → `metrabs-ros export` → `metrabs-ros evaluate` through the real command-line parsers, ONNX
+"""`metrabs-ros train` → `metrabs-ros export` → `metrabs-ros evaluate` through the real command line (cli.main), ONNX
 Runtime and the library pipeline; the evaluation agrees with the training-side validation (an independent path:
 OpenCV crops + PyTorch instead of the exported graph's warp in ONNX Runtime)."""
-import argparse
 import json
 
 import numpy as np
@@ -11,18 +10,10 @@ from metrabs_ros.synthetic_scene import FLAT_PALETTE_RGB, render_scene
 from metrabs_ros.training import augment as aug
 
 
-def _parser():
-    from metrabs_ros.training import commands, train_commands
-    parser = argparse.ArgumentParser(prog='metrabs-ros')
-    sub = parser.add_subparsers()
-    commands.register_commands(sub)
-    train_commands.register_commands(sub)
-    return parser
-
-
 def _run(argv):
-    args = _parser().parse_args(argv)
-    return args.func(args)
+    """The real `metrabs-ros` command line (metrabs_ros.cli.main), in process."""
+    from metrabs_ros.cli import main
+    return main(argv)
 
 
 def test_importing_the_commands_does_not_import_torch():

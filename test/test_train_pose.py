@@ -185,3 +185,15 @@ def test_resume_refuses_a_changed_configuration(scenes, tmp_path):
     changed = tp.load_config(cfg, {'optim': {'lr': 1e-2}})
     with pytest.raises(ValueError, match='optim'):
         tp.train(changed, data, str(tmp_path), resume=True, log=lambda *a: None)
+
+
+def test_shipped_configs_load_and_describe_exportable_models():
+    import glob
+    import os
+    paths = sorted(glob.glob(os.path.join(os.path.dirname(tp.__file__), 'configs', '*.yaml')))
+    assert paths
+    for path in paths:
+        cfg = tp.load_config(path)
+        mcfg = tp.model_config(cfg, tp.joint_layout(cfg))
+        assert mcfg['default_skeleton'] in mcfg['skeletons']
+        assert tp.learning_rate(cfg, cfg['optim']['steps'] - 1) > 0
