@@ -229,3 +229,26 @@ def test_commands_module_does_not_import_torch():
             'assert a.set == ["optim.steps=5"]\n'
             'assert "torch" not in sys.modules, "torch imported"\n')
     subprocess.run([sys.executable, '-c', code], check=True, cwd=REPO)
+
+
+def test_data_engine_scene_datasets_are_read_with_edge_convention_boxes(tmp_path):
+    """A scene dataset written with the data engine's own shard writer: boxes come from ``people/box_xywh``."""
+    from metrabs_ros.training.synth import shards
+    folder = str(tmp_path / 'scenes')
+    os.makedirs(folder)
+    image = np.zeros([120, 160, 3], np.uint8)
+    image[10:50, 20:30] = 200
+    samples = [dict(image=image, num_people=np.int32(1), **{'people/box_xywh': np.array([[20, 10, 10, 40]],
+                                                                                        np.float32)}),
+               dict(image=image, num_people=np.int32(0), **{'people/box_xywh': np.zeros([0, 4], np.float32)})]
+    shards.write_shard(os.path.join(folder, shards.shard_name(0)), 'scenes', [0, 1], samples, image_format='png')
+    shards.write_manifest(folder, dict(format_version=shards.FORMAT_VERSION, kind='scenes',
+                                       shards=[dict(file=shards.shard_name(0), start=0, count=2)]))
+    source = ddata.open_scenes(folder)
+    assert len(source) == 2
+    loaded, boxes = source.load(0)
+    np.testing.assert_array_equal(loaded, image)
+    np.testing.assert_array_equal(boxes, [[20, 10, 30, 50]])
+    assert source.load(1)[1].shape == (0, 4)
+    both = ddata.open_scenes(folder + ',' + folder)
+    assert len(both) == 4 and both.load(2)[1].shape == (1, 4)

@@ -50,17 +50,21 @@ class SceneFolder:
         if bgr is None:
             raise FileNotFoundError(f'cannot read image {path}')
         boxes = np.asarray(entry['boxes_xyxy_px'], np.float32).reshape(-1, 4)
-        return np.ascontiguousarray(bgr[..., ::-1]), boxes
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), boxes
 
 
 class SynthScenes:
     """Adapter for the synthetic data engine's scene datasets (``metrabs-ros synth --kind scenes``), read with
-    :func:`metrabs_ros.training.synth.open_dataset`."""
+    :func:`metrabs_ros.training.synth.shards.open_dataset`: sample ``image`` (uint8 RGB) and
+    ``people/box_xywh`` (tight visible-silhouette boxes, pixel-edge convention)."""
 
     def __init__(self, path):
-        from metrabs_ros.training.synth import open_dataset
+        from metrabs_ros.training.synth.shards import open_dataset
         self.path = os.fspath(path)
         self.dataset = open_dataset(self.path)
+        if self.dataset.kind != 'scenes':
+            raise ValueError(f'{self.path}: a {self.dataset.kind!r} dataset; the detector needs full scenes '
+                             f'(metrabs-ros synth --kind scenes)')
 
     def __len__(self):
         return len(self.dataset)
@@ -68,19 +72,39 @@ class SynthScenes:
     def load(self, i: int):
         sample = self.dataset[i]
         image = np.asarray(sample['image'], np.uint8)
-        boxes = np.asarray(sample['boxes_xyxy_px'], np.float32).reshape(-1, 4)
-        return image, boxes
+        xywh = np.asarray(sample.get('people/box_xywh', np.zeros([0, 4])), np.float32).reshape(-1, 4)
+        return image, np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+
+
+class ConcatScenes:
+    """Several scene sources one after the other."""
+
+    def __init__(self, sources):
+        self.sources = list(sources)
+        self.starts = np.cumsum([0] + [len(s) for s in self.sources])
+
+    def __len__(self):
+        return int(self.starts[-1])
+
+    def load(self, i: int):
+        k = int(np.searchsorted(self.starts, i, side='right') - 1)
+        return self.sources[k].load(i - int(self.starts[k]))
 
 
 def open_scenes(path):
-    """A scene source for ``path``: a scene folder (``detector_scenes.json``) or a data-engine scene dataset."""
-    if os.path.isfile(os.path.join(os.fspath(path), SCENE_FOLDER_INDEX)):
+    """A scene source for ``path``: a scene folder (``detector_scenes.json``), a data-engine scene dataset
+    (``manifest.json``), or several of them separated by commas (concatenated)."""
+    paths = [p for p in os.fspath(path).split(',') if p]
+    if len(paths) > 1:
+        return ConcatScenes(open_scenes(p) for p in paths)
+    path = paths[0]
+    if os.path.isfile(os.path.join(path, SCENE_FOLDER_INDEX)):
         return SceneFolder(path)
     try:
         return SynthScenes(path)
-    except ImportError as error:
-        raise ValueError(f'{path}: neither a detector scene folder ({SCENE_FOLDER_INDEX}) nor a readable '
-                         f'data-engine dataset ({error})') from error
+    except FileNotFoundError as error:
+        raise ValueError(f'{path}: neither a detector scene folder ({SCENE_FOLDER_INDEX}) nor a data-engine '
+                         f'dataset ({error})') from error
 
 
 def scene_boxes_from_render(scene, min_pixels: int = 1) -> np.ndarray:
@@ -210,10 +234,10 @@ def _paste(canvas, image, boxes, x0: int, y0: int, region, cfg: AugmentConfig):
 def _place(canvas, image, boxes, region, scale, rng, cfg, exact_letterbox=False):
     """Resizes by ``scale`` (and flips) and places the image at a random position in ``region``."""
     if rng.random() < cfg.flip_prob:
-        image = image[:, ::-1]
+        image = cv2.flip(image, 1)
         boxes = np.stack([image.shape[1] - boxes[:, 2], boxes[:, 1], image.shape[1] - boxes[:, 0], boxes[:, 3]],
                          axis=1) if len(boxes) else boxes
-    image, sx, sy = _resize(np.ascontiguousarray(image), scale)
+    image, sx, sy = _resize(image, scale)
     boxes = boxes * np.array([sx, sy, sx, sy], np.float32)
     image = colour_jitter(image, rng, cfg)
     rx1, ry1, rx2, ry2 = region

@@ -73,10 +73,11 @@ def detect_torch(model: PersonCenterNet, image_rgb_u8, side: int, top_k: int = 1
     """The whole exported computation in torch: frame -> (boxes_xyxy_px float32 [K, 4] original pixels, scores
     [K]). Used for validation during training and as the reference of the parity check."""
     model.eval()
+    device = next(model.parameters()).device
     canvas, (sx, sy) = letterbox_torch(image_rgb_u8, side)
-    boxes, scores = CanvasNetwork(model, top_k)(canvas)
-    boxes = boxes / torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype)
-    return boxes.numpy().astype(np.float32), scores.numpy().astype(np.float32)
+    boxes, scores = CanvasNetwork(model, top_k)(canvas.to(device))
+    boxes = boxes.cpu().double() / torch.tensor([sx, sy, sx, sy], dtype=torch.float64)
+    return boxes.numpy().astype(np.float32), scores.cpu().numpy().astype(np.float32)
 
 
 def _fused(model: nn.Module) -> nn.Module:

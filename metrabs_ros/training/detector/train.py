@@ -175,7 +175,7 @@ def train_detector(data: str, out: str, val: str | None = None, config: dict | N
     subset = torch.utils.data.Subset(dataset, range(step * batch, total * batch))
     workers = int(config['data']['workers'])
     loader = torch.utils.data.DataLoader(subset, batch_size=batch, shuffle=False, num_workers=workers,
-                                         drop_last=True, persistent_workers=False,
+                                         drop_last=True, pin_memory=str(device).startswith('cuda'),
                                          prefetch_factor=4 if workers else None)
     print(f'training {config["model"]["backbone"]} at {config["input_side"]} px on {len(source)} scenes '
           f'({device}), steps {step}..{total}, batch {batch}', flush=True)
