@@ -117,19 +117,27 @@ class TorchPoseBackend:
       capture_after: occurrences of a shape set before it is captured (eager until then).
       max_graphs: most captured graphs kept (LRU).
       use_constants_mode: force the ConstantsOnDevice mode (default: on for CUDA, off for the CPU).
+      allow_tf32: TF32 convolutions/matmuls (process-wide torch flags; default: off for fp32, on for fp16).
     """
 
     wants_full_frame = True
 
     def __init__(self, graph, description=None, device='cuda', precision: str = 'fp32', cuda_graphs: bool = True,
                  capture_after: int = 2, max_graphs: int = 32, channels_last: Optional[bool] = None,
-                 use_constants_mode: Optional[bool] = None):
+                 use_constants_mode: Optional[bool] = None, allow_tf32: Optional[bool] = None):
         import torch
         self.torch = torch
         self.device = torch.device(device)
         if self.device.type == 'cuda' and not torch.cuda.is_available():
             raise RuntimeError('torch-cuda backend: torch.cuda.is_available() is False (CPU-only PyTorch build or '
                                'no CUDA device/driver)')
+        if self.device.type == 'cuda':
+            # Process-wide PyTorch flags: fixed shapes per CUDA graph make cuDNN autotuning pay off; TF32
+            # convolutions (PyTorch's cuDNN default) are kept off for FP32 so that FP32 agrees with ONNX Runtime.
+            torch.backends.cudnn.benchmark = True
+            tf32 = (precision != 'fp32') if allow_tf32 is None else bool(allow_tf32)
+            torch.backends.cudnn.allow_tf32 = tf32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
         self.precision = precision
         self.module = prepare_graph(graph, self.device, precision, channels_last=channels_last)
         self.description = description
@@ -267,8 +275,10 @@ class TorchPoseBackend:
         with torch.cuda.graph(graph, stream=self.stream):
             dev_out = self._forward(dev_in)
         host_out = [torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in dev_out]
+        # keep the memoised constants the graph reads alive even if the mode's cache is cleared later
+        constants = list(self.mode.cache.values()) if self.mode is not None else []
         self._graphs[key] = {'graph': graph, 'host_in': host_in, 'dev_in': dev_in, 'dev_out': dev_out,
-                             'host_out': host_out}
+                             'host_out': host_out, 'constants': constants}
         while len(self._graphs) > self.max_graphs:
             self._graphs.popitem(last=False)
 
