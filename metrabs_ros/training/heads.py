@@ -14,11 +14,11 @@ import torch
 import torch.nn as nn
 
 
-def unit_grid(n: int, dtype=torch.float32) -> torch.Tensor:
+def unit_grid(n: int, dtype=torch.float32, device=None) -> torch.Tensor:
     """linspace(0, 1, n); for n == 1 the midpoint 0.5 (as the official decoder)."""
     if n == 1:
-        return torch.full((1,), 0.5, dtype=dtype)
-    return torch.arange(n, dtype=dtype) / float(n - 1)
+        return torch.full((1,), 0.5, dtype=dtype, device=device)
+    return torch.arange(n, dtype=dtype, device=device) / float(n - 1)
 
 
 def soft_argmax_2d(logits: torch.Tensor) -> torch.Tensor:
@@ -26,8 +26,8 @@ def soft_argmax_2d(logits: torch.Tensor) -> torch.Tensor:
     _, j, h, w = logits.shape
     logits = logits.float()
     probs = torch.softmax(logits.reshape(-1, j, h * w), dim=-1).reshape(-1, j, h, w)
-    x = (probs.sum(2) * unit_grid(w)).sum(-1)
-    y = (probs.sum(3) * unit_grid(h)).sum(-1)
+    x = (probs.sum(2) * unit_grid(w, device=probs.device)).sum(-1)
+    y = (probs.sum(3) * unit_grid(h, device=probs.device)).sum(-1)
     return torch.stack([x, y], dim=-1)
 
 
@@ -36,9 +36,9 @@ def soft_argmax_3d(logits: torch.Tensor) -> torch.Tensor:
     _, j, d, h, w = logits.shape
     logits = logits.float()
     probs = torch.softmax(logits.reshape(-1, j, d * h * w), dim=-1).reshape(-1, j, d, h, w)
-    x = (probs.sum((2, 3)) * unit_grid(w)).sum(-1)
-    y = (probs.sum((2, 4)) * unit_grid(h)).sum(-1)
-    z = (probs.sum((3, 4)) * unit_grid(d)).sum(-1)
+    x = (probs.sum((2, 3)) * unit_grid(w, device=probs.device)).sum(-1)
+    y = (probs.sum((2, 4)) * unit_grid(h, device=probs.device)).sum(-1)
+    z = (probs.sum((3, 4)) * unit_grid(d, device=probs.device)).sum(-1)
     return torch.stack([x, y, z], dim=-1)
 
 

@@ -61,7 +61,7 @@ def absolute_l1_m(pred_mm: torch.Tensor, true_mm: torch.Tensor, joint_valid: tor
                   min_depth_mm: float = 300.0, xyz_weights: Sequence[float] = (2.0, 2.0, 1.0)) -> torch.Tensor:
     """Weighted absolute L1 (m) over labelled joints with true z > min_depth_mm: mean_j Σ_c w_c|Δ_c| / 3."""
     mask = joint_valid & (true_mm[..., 2] > min_depth_mm)
-    weights = torch.as_tensor(xyz_weights, dtype=pred_mm.dtype)
+    weights = torch.as_tensor(xyz_weights, dtype=pred_mm.dtype, device=pred_mm.device)
     diff_m = torch.abs(pred_mm - true_mm) * weights / 1000.0
     return masked_mean(diff_m, mask)
 
