@@ -16,7 +16,8 @@ from metrabs_ros.augmentation import tta_parameters
 from metrabs_ros.camera import CameraModel, intrinsics_from_fov
 from metrabs_ros.crops import CropGeometry, crop_geometry, sampling_window_px, valid_boxes
 from metrabs_ros.model_contract import POSE_OUTPUT, UNCERTAINTY_OUTPUT, read_pose_model_info
-from metrabs_ros.onnx_backend import ModelLoadError, create_session
+from metrabs_ros.gpu.backend import OrtPoseBackend, create_pose_backend
+from metrabs_ros.onnx_backend import ModelLoadError
 from metrabs_ros.plausibility import suppress_implausible_poses
 
 LOGGER = logging.getLogger(__name__)
@@ -75,36 +76,58 @@ class PoseEstimator:
       model_path: pose model (.onnx); default: ``$METRABS_ROS_MODEL`` or the embedded model.
       detector_path: person detector (.onnx, native contract or a YOLO export); default: ``$METRABS_ROS_DETECTOR``
         or the embedded detector. Without a detector, :meth:`estimate_poses` still works.
-      backend: ``auto`` (GPU providers when onnxruntime-gpu is installed, else CPU), ``onnxruntime``/``cpu``,
-        ``cuda``, ``ort-tensorrt``.
+      backend: ``auto`` (TensorRT, then PyTorch CUDA, then ONNX Runtime CUDA, then CPU — whatever this machine
+        has; each skipped backend is logged with its reason), ``tensorrt``, ``torch-cuda`` (needs the PyTorch
+        checkpoint: ``torch_checkpoint`` or MODEL.pt beside MODEL.onnx), ``cuda`` (ONNX Runtime CUDA EP),
+        ``onnxruntime``/``cpu``, ``ort-tensorrt`` (ONNX Runtime's TensorRT EP). See docs/gpu.md.
+      precision: ``auto``/``fp16``/``fp32`` for the TensorRT and PyTorch backends.
+      engine_options: TensorRT engine build options (profiles, cache directory; metrabs_ros.gpu.trt_builder).
       num_threads: ONNX Runtime intra-op threads per session.
       detector_format: ``auto`` or one of the detector adapters (``native``, ``yolov5``, ``yolov8``, ``yolox``,
         ``end2end``).
     """
 
     def __init__(self, model_path=None, detector_path=None, backend: str = 'auto',
-                 num_threads: Optional[int] = None, detector_format: str = 'auto'):
+                 num_threads: Optional[int] = None, detector_format: str = 'auto', torch_checkpoint=None,
+                 precision: str = 'auto', engine_options: Optional[dict] = None):
         model_path = os.fspath(model_path or embedded_models.default_pose_model_path())
         if not os.path.isfile(model_path):
             raise ModelLoadError(
                 f'pose model not found: {model_path}' + (
                     ' (no embedded default model is installed in this build; pass model_path / --model)'
                     if not model_path or model_path == os.fspath(embedded_models.DEFAULT_POSE_MODEL) else ''))
-        self.session = create_session(model_path, num_threads=num_threads, backend=backend)
+        self.session = create_pose_backend(model_path, backend=backend, num_threads=num_threads,
+                                           torch_checkpoint=torch_checkpoint, precision=precision,
+                                           engine_options=engine_options)
         self.info = read_pose_model_info(self.session, model_path)
         self._output_names = [POSE_OUTPUT] + ([UNCERTAINTY_OUTPUT] if self.info.has_uncertainty else [])
-        #: feed the pose graph only the image window its crops sample (exact; see crops.sampling_window_px)
-        self.crop_to_window = True
+        #: feed the pose graph only the image window its crops sample (exact; see crops.sampling_window_px);
+        #: GPU backends keep the full frame so that input shapes (engine profiles, CUDA graphs) stay fixed
+        self.crop_to_window = not getattr(self.session, 'wants_full_frame', False)
         self.detector = None
         explicit_detector = detector_path is not None
         detector_path = os.fspath(detector_path or embedded_models.default_detector_path())
         if explicit_detector or os.path.isfile(detector_path):
             from metrabs_ros.detection import PersonDetector
             self.detector = PersonDetector(detector_path, format=detector_format, num_threads=num_threads,
-                                           providers=self.session.get_providers())
+                                           providers=self._detector_providers())
         else:
             LOGGER.warning('no person detector at %s: detect_poses is unavailable, estimate_poses works',
                            detector_path)
+
+    def _detector_providers(self):
+        """ONNX Runtime providers for the detector: the pose session's when it is ONNX Runtime, else CUDA when
+        this onnxruntime build has it."""
+        if isinstance(self.session, OrtPoseBackend):
+            return self.session.get_providers()
+        import onnxruntime
+        if 'CUDAExecutionProvider' in onnxruntime.get_available_providers():
+            return ['CUDAExecutionProvider', 'CPUExecutionProvider']
+        return ['CPUExecutionProvider']
+
+    @property
+    def backend_name(self) -> str:
+        return getattr(self.session, 'name', 'onnxruntime')
 
     # --- model description -----------------------------------------------------------------------------
     @property

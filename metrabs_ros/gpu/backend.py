@@ -201,8 +201,11 @@ def create_pose_backend(model_path, backend: str = 'auto', num_threads: Optional
                     raise
                 reason = f'{type(error).__name__}: {error}'
             else:
+                # 'auto' trying GPU backends on a CPU machine is normal: info; an explicit request that falls
+                # back is worth a warning.
+                log = LOGGER.info if backend == 'auto' else LOGGER.warning
                 for line in Selection(name, tuple(skipped)).log_lines(backend):
-                    LOGGER.warning(line)
+                    log(line)
                 return created
         if strict and backend != 'auto':
             raise BackendUnavailable(f'backend {backend!r} unavailable: {reason}')

@@ -260,11 +260,13 @@ class CropDataset(torch.utils.data.Dataset):
         index, step, slot = item
         rng = aug.random_seed_sequence(self.seed, step, slot)
         n = len(self.samples)
-        for k in range(min(n, 16)):  # a scene without people: the next sample (deterministic)
+        for k in range(min(n, 16)):  # a scene without people or a degenerate sample: the next one (deterministic)
             sample = self.samples[(int(index) + k) % n]
+            if not np.all(np.isfinite(np.asarray(sample['K'], np.float64))):
+                continue   # e.g. a crop whose target person was not visible at all (its zoom is undefined)
             if aug.sample_kind(sample) == 'crops' or aug.scene_people_count(sample) > 0:
                 return self.make(self.example(sample, rng), rng, self.augment_cfg)
-        raise ValueError(f'samples {index}..{index + 15} hold no people')
+        raise ValueError(f'samples {index}..{index + 15} hold no usable person')
 
 
 def validation_examples(samples, max_examples: int, min_person_pixels: int = 0) -> List[aug.Example]:
@@ -272,6 +274,8 @@ def validation_examples(samples, max_examples: int, min_person_pixels: int = 0) 
     out: List[aug.Example] = []
     for i in range(len(samples)):
         sample = samples[i]
+        if not np.all(np.isfinite(np.asarray(sample['K'], np.float64))):
+            continue
         if aug.sample_kind(sample) == 'crops':
             out.append(aug.crop_sample_example(sample))
         else:
