@@ -79,6 +79,15 @@ def choose_backend(requested: str, probe: Callable[[str], Optional[str]], strict
 
 # --- availability probes ------------------------------------------------------------------------------------
 
+def find_checkpoint(onnx_path) -> Optional[str]:
+    """The checkpoint the ONNX file was exported from, by convention beside it: X.pt, X.ckpt or X.pth."""
+    root, _ = os.path.splitext(os.fspath(onnx_path))
+    for suffix in ('.pt', '.ckpt', '.pth'):
+        if os.path.isfile(root + suffix):
+            return root + suffix
+    return None
+
+
 def probe_tensorrt() -> Optional[str]:
     try:
         import tensorrt
@@ -185,7 +194,6 @@ def create_pose_backend(model_path, backend: str = 'auto', num_threads: Optional
     frames: a trt_runtime.FrameUpload shared with a TensorRT detector.
     Returns the backend; logs one warning per skipped backend with its reason.
     """
-    from metrabs_ros.gpu.torch_backend import find_checkpoint
     model_path = os.fspath(model_path)
     checkpoint = torch_checkpoint or find_checkpoint(model_path)
     probe = probe or default_probe(checkpoint)

@@ -28,7 +28,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from metrabs_ros.training.pose_graph import INPUT_NAMES
+from metrabs_ros.model_contract import POSE_INPUTS
+
+INPUT_NAMES = tuple(POSE_INPUTS)   # the graph's positional input order (contract order)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -283,10 +285,4 @@ class TorchPoseBackend:
             self._graphs.popitem(last=False)
 
 
-def find_checkpoint(onnx_path) -> Optional[str]:
-    """The checkpoint the ONNX file was exported from, by convention beside it: X.pt, X.ckpt or X.pth."""
-    root, _ = os.path.splitext(os.fspath(onnx_path))
-    for suffix in ('.pt', '.ckpt', '.pth'):
-        if os.path.isfile(root + suffix):
-            return root + suffix
-    return None
+from metrabs_ros.gpu.backend import find_checkpoint  # noqa: E402,F401  (re-export)
