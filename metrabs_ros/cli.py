@@ -40,7 +40,12 @@ def _add_model_args(parser):
     parser.add_argument('--detector', help='person detector .onnx (default: embedded or $METRABS_ROS_DETECTOR)')
     parser.add_argument('--detector-format', default='auto',
                         help='auto, native, yolov5, yolov8, yolox or end2end (default: auto)')
-    parser.add_argument('--backend', default='auto', help='auto, onnxruntime/cpu, cuda, ort-tensorrt')
+    parser.add_argument('--backend', default='auto',
+                        help='auto (best available), tensorrt, torch-cuda, cuda (ONNX Runtime CUDA), onnxruntime/cpu, '
+                             'ort-tensorrt; see docs/gpu.md')
+    parser.add_argument('--checkpoint', help='PyTorch checkpoint for --backend torch-cuda (default: MODEL.pt)')
+    parser.add_argument('--precision', default='auto', choices=('auto', 'fp16', 'fp32'),
+                        help='precision of the tensorrt / torch-cuda backends')
     parser.add_argument('--threads', type=int, default=None, help='ONNX Runtime threads per session')
 
 
@@ -61,7 +66,8 @@ def cmd_predict(args) -> int:
     import cv2
 
     estimator = PoseEstimator(args.model, args.detector, backend=args.backend, num_threads=args.threads,
-                              detector_format=args.detector_format)
+                              detector_format=args.detector_format, torch_checkpoint=args.checkpoint,
+                              precision=args.precision)
     estimator.validate_skeleton(args.skeleton)
     camera_kwargs = load_intrinsics(args.intrinsics) if args.intrinsics else {}
     json_file = open(args.json, 'w') if args.json else None

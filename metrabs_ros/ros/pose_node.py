@@ -60,8 +60,11 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec('detector_path', '', "person detector (.onnx: native contract or a YOLO export); '' = "
                   '$METRABS_ROS_DETECTOR or the embedded default detector'),
     ParameterSpec('detector_format', 'auto', 'detector output layout: auto, native, yolov5, yolov8, yolox, end2end'),
-    ParameterSpec('backend', 'auto', 'inference backend: auto (best available GPU provider, else CPU), '
-                  'onnxruntime/cpu, cuda, ort-tensorrt'),
+    ParameterSpec('backend', 'auto', 'inference backend: auto (TensorRT, PyTorch CUDA, ONNX Runtime CUDA, else CPU: '
+                  'the first this machine has), tensorrt, torch-cuda, cuda, onnxruntime/cpu, ort-tensorrt'),
+    ParameterSpec('torch_checkpoint', '', "PyTorch checkpoint for backend torch-cuda; '' = MODEL.pt beside the model"),
+    ParameterSpec('precision', 'auto', 'precision of the tensorrt / torch-cuda backends',
+                  choices=('auto', 'fp16', 'fp32')),
     ParameterSpec('num_threads', 0, 'ONNX Runtime intra-op threads per session; 0 = ONNX Runtime default',
                   0, 256),
     ParameterSpec('warmup', True, 'run one inference on a blank image at start-up so the first frame is not slow'),
@@ -371,7 +374,8 @@ def _make_node_class():
                 self.estimator = PoseEstimator(
                     model_path=p['model_path'] or None, detector_path=p['detector_path'] or None,
                     backend=p['backend'], num_threads=p['num_threads'] or None,
-                    detector_format=p['detector_format'])
+                    detector_format=p['detector_format'], torch_checkpoint=p['torch_checkpoint'] or None,
+                    precision=p['precision'])
             except Exception as error:
                 raise StartupError(f'cannot load the models (model_path={p["model_path"]!r}, '
                                    f'detector_path={p["detector_path"]!r}, backend={p["backend"]!r}): '
@@ -380,7 +384,7 @@ def _make_node_class():
                 raise StartupError('no person detector: set detector_path (no embedded default detector found)')
             try:
                 providers = self.estimator.session.get_providers()
-                self.backend_name = f'{p["backend"]} ({", ".join(providers)})'
+                self.backend_name = f'{p["backend"]} -> {self.estimator.backend_name} ({", ".join(providers)})'
             except Exception:
                 self.backend_name = str(p['backend'])
             if p['warmup']:
