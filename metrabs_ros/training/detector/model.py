@@ -94,10 +94,12 @@ def separable(channels: int, out_channels: int | None = None) -> nn.Sequential:
 
 
 class PersonCenterNet(nn.Module):
-    """See the module docstring. ``config`` keys: backbone, neck_channels, out_stride, head_channels, tiny_width."""
+    """See the module docstring. ``config`` keys: backbone, neck_channels, out_stride, head_channels, tiny_width,
+    bn_momentum (set on every BatchNorm, the backbone's included: the trunks' own 0.01 lets the inference
+    statistics lag for hundreds of steps)."""
 
     def __init__(self, backbone: str = 'mobilenetv3-small', neck_channels: int = 64, out_stride: int = 8,
-                 head_channels: int = 64, tiny_width: int = 16):
+                 head_channels: int = 64, tiny_width: int = 16, bn_momentum: float = 0.1):
         super().__init__()
         if out_stride not in (4, 8):
             raise ValueError(f'out_stride must be 4 or 8, got {out_stride}')
@@ -115,6 +117,9 @@ class PersonCenterNet(nn.Module):
         nn.init.normal_(self.box_head[-1].weight, std=0.01)
         nn.init.constant_(self.box_head[-1].bias, math.log(2.0))
         self.strides = strides
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = bn_momentum
 
     def forward(self, images01: torch.Tensor):
         """[B, 3, S, S] in [0, 1] -> (heat_logits [B, 1, S/st, S/st], ltrb_px [B, 4, S/st, S/st])."""
@@ -131,7 +136,7 @@ class PersonCenterNet(nn.Module):
 def build_model(config: dict) -> PersonCenterNet:
     """The detector network from a training config's ``model`` section."""
     model_cfg = dict(config.get('model', config))
-    keys = ('backbone', 'neck_channels', 'out_stride', 'head_channels', 'tiny_width')
+    keys = ('backbone', 'neck_channels', 'out_stride', 'head_channels', 'tiny_width', 'bn_momentum')
     return PersonCenterNet(**{k: model_cfg[k] for k in keys if k in model_cfg})
 
 

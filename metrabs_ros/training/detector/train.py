@@ -27,7 +27,8 @@ CONFIG_DIR = os.path.join(os.path.dirname(__file__), 'configs')
 
 DEFAULT_CONFIG = {
     'name': 'metrabs_ros person detector',
-    'model': {'backbone': 'mobilenetv3-small', 'neck_channels': 64, 'head_channels': 64, 'out_stride': 8},
+    'model': {'backbone': 'mobilenetv3-small', 'neck_channels': 64, 'head_channels': 64, 'out_stride': 8,
+              'bn_momentum': 0.1},
     'input_side': 320,
     'top_k': 100,
     'targets': {'alpha': 0.54, 'beta': 0.54},
