@@ -217,7 +217,7 @@ def test_smoke_training_resume_export_and_person_detector(tmp_path):
         'input_side': 128, 'top_k': 30,
         'optim': {'steps': 60, 'batch_size': 4, 'warmup_steps': 5, 'lr': 5e-3},
         'augment': {'mosaic_prob': 0.0},
-        'data': {'workers': 0, 'seed': 3},
+        'data': {'workers': 0, 'seed': 3, 'torch_threads': 1},
         'validation': {'every_steps': 60, 'max_images': 2},
         'checkpoint_every_steps': 10, 'log_every_steps': 5})
     run = str(tmp_path / 'run')

@@ -148,8 +148,16 @@ def train_detector(data: str, out: str, val: str | None = None, config: dict | N
     with open(config_path, 'w') as f:
         yaml.safe_dump(config, f, sort_keys=False)
 
+    previous_threads = torch.get_num_threads()
     if config['data']['torch_threads']:
         torch.set_num_threads(int(config['data']['torch_threads']))
+    try:
+        return _train(config, data, out, val, device, state, checkpoint_path, export, stop_at_step)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(config, data, out, val, device, state, checkpoint_path, export, stop_at_step) -> dict:
     torch.manual_seed(config['data']['seed'])
     model = build_model(config).to(device)
     ema = copy.deepcopy(model).eval()
