@@ -174,7 +174,7 @@ class AugmentConfig:
     noise_prob: float = 0.3
     noise_sigma: float = 6.0            # 0..255 units
     grayscale_prob: float = 0.05
-    min_box_px: float = 3.0             # boxes smaller than this (either side, canvas px) after augmentation are dropped
+    min_box_px: float = 3.0             # boxes with a side below this (canvas px) after augmentation are dropped
     min_visible_fraction: float = 0.35  # boxes cut by the crop to less than this fraction of their area are dropped
 
 
