@@ -59,6 +59,10 @@ def run_cpu_benchmark(model: Optional[str] = None, detector: Optional[str] = Non
     from metrabs_ros.estimator import PoseEstimator
     from metrabs_ros.synthetic_scene import render_scene
 
+    if not fixture:
+        from metrabs_ros import embedded_models
+        model = model or str(embedded_models.default_pose_model_path())
+        detector = detector or str(embedded_models.default_detector_path())
     context = _fixture_models(max(people)) if fixture else contextlib.nullcontext((model, detector))
     rows = []
     with context as (model_path, detector_path):
