@@ -43,6 +43,20 @@ SKELETONS: Dict[str, Skeleton] = {s.name: s for s in [
           'pelv rhip rkne rank lhip lkne lank spin neck head htop lsho lelb lwri rsho relb rwri',
           'pelv-spin-neck-head-htop,pelv-rhip-rkne-rank,pelv-lhip-lkne-lank,neck-lsho-lelb-lwri,'
           'neck-rsho-relb-rwri'),
+    _make('h36m_25',
+          'rhip rkne rank rfoo rtoe lhip lkne lank lfoo ltoe spin neck head htop lsho lelb lwri lthu lfin rsho relb '
+          'rwri rthu rfin pelv',
+          'pelv-spin-neck-head-htop,pelv-rhip-rkne-rank-rfoo-rtoe,pelv-lhip-lkne-lank-lfoo-ltoe,'
+          'neck-lsho-lelb-lwri-lfin,lwri-lthu,neck-rsho-relb-rwri-rfin,rwri-rthu'),
+    _make('mpi_inf_3dhp_17',
+          'htop neck rsho relb rwri lsho lelb lwri rhip rkne rank lhip lkne lank pelv spin head',
+          'pelv-spin-neck-head-htop,neck-rsho-relb-rwri,neck-lsho-lelb-lwri,pelv-rhip-rkne-rank,'
+          'pelv-lhip-lkne-lank'),
+    _make('mpi_inf_3dhp_28',
+          'thor spi4 spi2 spin pelv neck head htop lcla lsho lelb lwri lhan rcla rsho relb rwri rhan lhip lkne lank '
+          'lfoo ltoe rhip rkne rank rfoo rtoe',
+          'pelv-spin-spi2-spi4-thor-neck-head-htop,thor-lcla-lsho-lelb-lwri-lhan,thor-rcla-rsho-relb-rwri-rhan,'
+          'pelv-lhip-lkne-lank-lfoo-ltoe,pelv-rhip-rkne-rank-rfoo-rtoe'),
     _make('coco_19',
           'neck nose pelv lsho lelb lwri lhip lkne lank rsho relb rwri rhip rkne rank leye lear reye rear',
           'pelv-neck-nose,nose-leye-lear,nose-reye-rear,neck-lsho-lelb-lwri,neck-rsho-relb-rwri,'
