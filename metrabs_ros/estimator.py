@@ -210,12 +210,8 @@ class PoseEstimator:
         camera = self._camera(image.shape[:2], camera, intrinsic_matrix, distortion_coeffs, distortion_model,
                               default_fov_degrees)
         boxes = boxes[np.all(np.isfinite(boxes), axis=1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)]
-        num_joints = len(mapping.joint_names)
         if len(boxes) == 0:
-            return PoseResult(np.zeros((0, 5), np.float32), np.zeros((0, num_joints, 3), np.float32),
-                              np.zeros((0, num_joints, 2), np.float32),
-                              np.zeros((0, num_joints), np.float32) if self.info.has_uncertainty else None,
-                              mapping.name, list(mapping.joint_names), mapping.edges)
+            return self._no_people(mapping)
         tta = tta_parameters(num_aug)
         if extrinsic_matrix is not None:
             extrinsic_matrix = np.asarray(extrinsic_matrix, np.float64)
@@ -233,8 +229,7 @@ class PoseEstimator:
             geometry = CropGeometry(geometry.rotations[usable], geometry.intrinsics[usable],
                                     geometry.pyramid_levels[usable], geometry.box_scales[usable])
             if len(boxes) == 0:
-                return self._estimate(image, boxes, mapping, None, None, 'opencv', camera, extrinsic_matrix,
-                                      world_up_vector, default_fov_degrees, num_aug, antialias_factor, suppress)
+                return self._no_people(mapping)
         # Only the part of the frame that the crops sample goes into the graph (same crops, less full-frame work).
         intrinsics = camera.intrinsic_matrix.astype(np.float32)
         window = sampling_window_px(camera, geometry, self.info.resolution, image.shape[:2]) \
@@ -273,6 +268,13 @@ class PoseEstimator:
             poses3d = poses3d @ cam_to_world[:3, :3].T + cam_to_world[:3, 3]
         return PoseResult(boxes.astype(np.float32), poses3d.astype(np.float32), poses2d.astype(np.float32),
                           uncertainty, mapping.name, list(mapping.joint_names), mapping.edges)
+
+    def _no_people(self, mapping) -> PoseResult:
+        num_joints = len(mapping.joint_names)
+        return PoseResult(np.zeros((0, 5), np.float32), np.zeros((0, num_joints, 3), np.float32),
+                          np.zeros((0, num_joints, 2), np.float32),
+                          np.zeros((0, num_joints), np.float32) if self.info.has_uncertainty else None,
+                          mapping.name, list(mapping.joint_names), mapping.edges)
 
     def _plausible(self, boxes, raw_aug, camera) -> np.ndarray:
         raw_mean = raw_aug.mean(axis=1)

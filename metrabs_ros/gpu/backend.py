@@ -25,6 +25,8 @@ from typing import Callable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from metrabs_ros.gpu.model_description import SessionLike
+
 LOGGER = logging.getLogger(__name__)
 
 BACKEND_NAMES = ('auto', 'tensorrt', 'torch-cuda', 'cuda', 'onnxruntime', 'cpu', 'ort-tensorrt')
@@ -147,28 +149,16 @@ def default_probe(checkpoint: Optional[str]) -> Callable[[str], Optional[str]]:
 
 # --- the ONNX Runtime backend -----------------------------------------------------------------------------------
 
-class OrtPoseBackend:
+class OrtPoseBackend(SessionLike):
     """PoseBackend over an ``onnxruntime.InferenceSession`` (CPU, CUDA EP or TensorRT EP)."""
 
     wants_full_frame = False
 
     def __init__(self, session, name: str = 'onnxruntime'):
-        self.session = session
+        self.session = self.description = session
         self.name = name
         self.output_names = [o.name for o in session.get_outputs()]
         self.providers = list(session.get_providers())
-
-    def get_inputs(self):
-        return self.session.get_inputs()
-
-    def get_outputs(self):
-        return self.session.get_outputs()
-
-    def get_modelmeta(self):
-        return self.session.get_modelmeta()
-
-    def get_providers(self) -> List[str]:
-        return list(self.providers)
 
     def run(self, output_names, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
         return self.session.run(list(output_names) if output_names else None, dict(feeds))

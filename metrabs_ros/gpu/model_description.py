@@ -105,3 +105,24 @@ def onnx_node_names(path) -> List[Tuple[str, str]]:
     import onnx
     model = onnx.load(os.fspath(path), load_external_data=False)
     return [(n.name, n.op_type) for n in model.graph.node]
+
+
+class SessionLike:
+    """The ``onnxruntime.InferenceSession`` query methods (what ``read_pose_model_info`` and ``PersonDetector``
+    call) for a backend whose ``description`` answers them (a ModelDescription or an ORT session) and whose
+    ``providers`` lists its display labels."""
+
+    description = None
+    providers: List[str] = []
+
+    def get_inputs(self):
+        return self.description.get_inputs()
+
+    def get_outputs(self):
+        return self.description.get_outputs()
+
+    def get_modelmeta(self):
+        return self.description.get_modelmeta()
+
+    def get_providers(self) -> List[str]:
+        return list(self.providers)

@@ -23,7 +23,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from metrabs_ros.gpu import cuda_memory as cm
-from metrabs_ros.gpu.model_description import describe_onnx
+from metrabs_ros.gpu.model_description import SessionLike, describe_onnx
 from metrabs_ros.gpu.trt_plan import shape_within_profile, volume
 
 LOGGER = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def _tensorrt_label(engine: TrtEngine) -> str:
     return f'TensorRT {engine.trt.__version__} on {gpu}'
 
 
-class TrtPoseBackend:
+class TrtPoseBackend(SessionLike):
     """PoseBackend running a contract pose model as a TensorRT engine.
 
     Args:
@@ -301,18 +301,6 @@ class TrtPoseBackend:
         self.max_people = self.engine.profile.get('crop_rotations', ((1,), (1,), (1 << 30,)))[2][0]
         self.providers = [_tensorrt_label(self.engine)]
 
-    def get_inputs(self):
-        return self.description.get_inputs()
-
-    def get_outputs(self):
-        return self.description.get_outputs()
-
-    def get_modelmeta(self):
-        return self.description.get_modelmeta()
-
-    def get_providers(self) -> List[str]:
-        return list(self.providers)
-
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
         return self.run(None, feeds)
 
@@ -335,7 +323,7 @@ class TrtPoseBackend:
         return [np.concatenate([c[i] for c in chunks]) for i in range(len(output_names))]
 
 
-class TrtDetectorSession:
+class TrtDetectorSession(SessionLike):
     """An ONNX-Runtime-session-like TensorRT detector for ``detection.PersonDetector(path_or_session=...)``.
 
     A native-contract detector (uint8 ``image`` [H, W, 3]) uploads the frame through ``frames``, and the pose
@@ -348,18 +336,6 @@ class TrtDetectorSession:
         self.engine = TrtEngine(engine_path, stream, cuda_graphs=cuda_graphs)
         self.frames = frames
         self.providers = [_tensorrt_label(self.engine)]
-
-    def get_inputs(self):
-        return self.description.get_inputs()
-
-    def get_outputs(self):
-        return self.description.get_outputs()
-
-    def get_modelmeta(self):
-        return self.description.get_modelmeta()
-
-    def get_providers(self) -> List[str]:
-        return list(self.providers)
 
     def run(self, output_names, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
         feeds = dict(feeds)
