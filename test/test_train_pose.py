@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from metrabs_ros.camera import CameraModel
-from metrabs_ros.skeletons import mirror_permutation
+from metrabs_ros.skeletons import get_skeleton, mirror_permutation
 from metrabs_ros.synthetic_scene import render_scene
 from metrabs_ros.training import augment as aug
 from metrabs_ros.training import train_pose as tp
@@ -187,13 +187,95 @@ def test_resume_refuses_a_changed_configuration(scenes, tmp_path):
         tp.train(changed, data, str(tmp_path), resume=True, log=lambda *a: None)
 
 
-def test_shipped_configs_load_and_describe_exportable_models():
+def test_shipped_configs_load_and_describe_exportable_models(tmp_path):
     import glob
     import os
     paths = sorted(glob.glob(os.path.join(os.path.dirname(tp.__file__), 'configs', '*.yaml')))
     assert paths
+    acae_path = None
     for path in paths:
         cfg = tp.load_config(path)
+        if cfg['model']['latent_acae'] or cfg['loss']['acae_file']:
+            # The configs name an ACAE under generated/ (fitted by a documented command); stand in a small one.
+            if acae_path is None:
+                acae_path = _small_acae(tmp_path, cfg['model']['formats'])
+            cfg = tp.load_config(cfg, {'model': {'latent_acae': acae_path if cfg['model']['latent_acae'] else None},
+                                       'loss': {'acae_file': acae_path if cfg['loss']['acae_file'] else None}})
         mcfg = tp.model_config(cfg, tp.joint_layout(cfg))
         assert mcfg['default_skeleton'] in mcfg['skeletons']
         assert tp.learning_rate(cfg, cfg['optim']['steps'] - 1) > 0
+
+
+def _small_acae(tmp_path, formats):
+    from metrabs_ros.acae import Acae, JointList, latent_sides, save_acae
+    from metrabs_ros.training.acae_fit import AcaeModule
+    joints = JointList.create(formats)
+    module = AcaeModule(joints, joints, num_left=6, num_centre=4, seed=0)
+    with torch.no_grad():
+        ae = Acae(module.encoder().numpy(), module.decoder().numpy(), joints, joints, latent_sides(6, 4))
+    return save_acae(str(tmp_path / 'small_acae.npz'), ae)
+
+
+def _multi_format_crops(scenes):
+    """Crop samples whose 'h36m_17' and 'coco_19' GT are fixed affine combinations of their smpl_24 GT (test data
+    for the simulated multi-dataset setting; the rendered scenes carry smpl_24 only)."""
+    smpl = list(get_skeleton('smpl_24').joint_names)
+    out = []
+    for sample in _crop_samples(scenes):
+        j = np.asarray(sample['smpl_24/joints3d_mm'], np.float64)
+        by_name = {n: j[i] for i, n in enumerate(smpl)}
+        for fmt in ('h36m_17', 'coco_19'):
+            names = get_skeleton(fmt).joint_names
+            sample = dict(sample)
+            sample[f'{fmt}/joints3d_mm'] = np.stack([by_name.get(n, 0.5 * by_name['head'] + 0.5 * by_name['neck'])
+                                                    for n in names]).astype(np.float32)
+        out.append(sample)
+    return out
+
+
+def test_label_groups_make_each_sample_label_one_format(scenes):
+    data = _multi_format_crops(scenes)
+    cfg = tp.load_config(_smoke_config(4), {'data': {'label_groups': [['smpl_24'], ['coco_19', 'h36m_17']]}})
+    layout = tp.joint_layout(cfg)
+    masks = tp.label_group_masks(cfg, layout)
+    ds = tp.CropDataset(data, layout, 64, aug.AugmentConfig(enabled=False), seed=0, label_masks=masks)
+    for index in range(4):
+        valid = ds[(index, 0, 0)]['joint_valid']
+        labelled = [f for f in FORMATS if valid[layout.indices(f)].any()]
+        assert labelled == (['smpl_24'] if index % 2 == 0 else ['coco_19', 'h36m_17']), (index, labelled)
+    with pytest.raises(ValueError, match='outside model.formats'):
+        tp.label_group_masks(tp.load_config(cfg, {'data': {'label_groups': [['kinectv2_25']]}}), layout)
+
+
+def test_acae_consistency_and_latent_training_runs(scenes, tmp_path):
+    torch.set_num_threads(1)
+    data = _multi_format_crops(scenes)
+    acae_path = _small_acae(tmp_path, FORMATS)
+    groups = {'data': {'label_groups': [['smpl_24'], ['coco_19'], ['h36m_17']]}}
+    cons = tp.load_config(_smoke_config(6), {**groups, 'loss': {'acae_file': acae_path,
+                                                                'acae_consistency_weight': 1.0}})
+    result = tp.train(cons, data, str(tmp_path / 'cons'), log=lambda *a: None)
+    import json
+    rows = [json.loads(line) for line in open(tmp_path / 'cons' / 'train_log.jsonl')]
+    assert all(r['consistency'] > 0 for r in rows)
+
+    latent = tp.load_config(_smoke_config(6), {**groups, 'model': {'latent_acae': acae_path}})
+    result = tp.train(latent, data, str(tmp_path / 'latent'), log=lambda *a: None)
+    from metrabs_ros.training.checkpoint import load_checkpoint
+    graph, config = load_checkpoint(result['final_checkpoint'])
+    assert graph.head.num_points == 16 and len(graph.joint_names) == 60
+    # The decoder is the ACAE's (frozen, a buffer): joints are affine combinations of the predicted latents.
+    from metrabs_ros.acae import load_acae
+    np.testing.assert_allclose(graph.latent_decoder.numpy(), load_acae(acae_path).decoder, atol=1e-6)
+    assert not any(name.endswith('latent_decoder') for name, _ in graph.named_parameters())
+
+
+def test_consistency_loss_is_zero_exactly_for_reconstructable_predictions():
+    from metrabs_ros.training.losses import acae_consistency_loss
+    rng = np.random.default_rng(0)
+    c2d, c3d = torch.from_numpy(rng.normal(size=(2, 5, 2))), torch.from_numpy(rng.normal(size=(2, 5, 3)) * 300)
+    assert float(acae_consistency_loss(c2d, c3d, torch.eye(5, dtype=torch.float64), 64)) == 0.0
+    mix = torch.full((5, 5), 0.2, dtype=torch.float64)       # every joint → the mean joint
+    expected = (c3d - c3d.mean(1, keepdim=True)).abs().mean() / 1000 + \
+        (c2d - c2d.mean(1, keepdim=True)).abs().mean() * 2.2 / 64
+    np.testing.assert_allclose(float(acae_consistency_loss(c2d, c3d, mix, 64)), float(expected), rtol=1e-9)

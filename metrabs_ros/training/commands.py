@@ -24,6 +24,7 @@ def register_commands(subparsers) -> None:
     # Data engine, training, evaluation and detector training register their own subcommands (lazy imports).
     import importlib
     for module_name in ('metrabs_ros.training.synth.commands', 'metrabs_ros.training.train_commands',
+                        'metrabs_ros.training.acae_commands',
                         'metrabs_ros.training.detector.commands', 'metrabs_ros.gpu.commands'):
         try:
             module = importlib.import_module(module_name)

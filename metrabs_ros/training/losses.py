@@ -11,6 +11,8 @@ masked mean over labelled entries, 0 for a batch that labels none.
   projection_l1    L1 of the 2D heatmap prediction on joints whose true projection lies inside the crop, in
                    units of the metric cube: |Δpx| · (cube_mm / 1000) / res (as the official code), mean over
                    those joints and the 2 axes.
+  acae_consistency_loss   |P − P·W| with W = W_enc·W_dec of an ACAE over the model's joints (WACV'23 consistency
+                   regulariser): 3D in metres (mean over joints and axes) + 2D in cube metres per px as above.
   metrabs_loss     relative + w_abs(step) · absolute + projection, with w_abs = 0 before step 5000, 0.1 after;
                    the absolute pose uses weak-perspective reconstruction for the first 500 steps.
 """
@@ -80,6 +82,18 @@ def projection_l1(pred_px: torch.Tensor, true_px: torch.Tensor, joint_valid: tor
     inside = ((true_px >= 0) & (true_px <= resolution - 1)).all(-1)
     scale = depth_cube_mm / 1000.0 / resolution
     return masked_mean(torch.abs(pred_px - true_px) * scale, joint_valid & inside)
+
+
+def acae_consistency_loss(coords2d_px: torch.Tensor, coords3d_rel_mm: torch.Tensor, consistency: torch.Tensor,
+                          resolution: int, depth_cube_mm: float = 2200.0) -> torch.Tensor:
+    """Distance of the predicted joints (all formats, [B, J, 2] px and [B, J, 3] mm) from their ACAE
+    reconstruction (consistency [J, J], columns summing to 1): predictions that the autoencoder cannot reproduce
+    are inconsistent between formats."""
+    recon3d = torch.einsum('bjc,jk->bkc', coords3d_rel_mm, consistency)
+    recon2d = torch.einsum('bjc,jk->bkc', coords2d_px, consistency)
+    scale = depth_cube_mm / 1000.0 / resolution
+    return (torch.mean(torch.abs(recon3d - coords3d_rel_mm)) / 1000.0
+            + torch.mean(torch.abs(recon2d - coords2d_px)) * scale)
 
 
 def metrabs_loss(coords2d_px: torch.Tensor, coords3d_rel_mm: torch.Tensor, crop_intrinsics: torch.Tensor,

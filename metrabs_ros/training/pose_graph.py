@@ -97,6 +97,13 @@ class PoseGraph(nn.Module):
                           crop_rotations.reshape(-1, 3, 3), crop_intrinsics.reshape(-1, 3, 3),
                           pyramid_levels.reshape(-1), gammas.reshape(-1), self.resolution)
 
+    def decode_latents(self, points: torch.Tensor) -> torch.Tensor:
+        """[N, L, C] latent points → [N, J, C] joints (affine combinations) when the graph has a latent decoder;
+        other graphs return `points` unchanged."""
+        if self.latent_decoder is None:
+            return points
+        return torch.einsum('nlc,lj->njc', points, self.latent_decoder.to(points.dtype))
+
     def crop_poses(self, crops: torch.Tensor, crop_intrinsics_flat: torch.Tensor):
         """crops [N,3,res,res] float32 in [0, 1] → (absolute poses [N,J,3] mm in each crop's camera frame,
         uncertainty [N,J] | None). Backbone and head conv run in `compute_dtype`, decoding in float32."""

@@ -36,7 +36,7 @@ from metrabs_ros.skeletons import mirror_permutation
 from metrabs_ros.training import augment as aug
 from metrabs_ros.training import metrics
 from metrabs_ros.training.checkpoint import CHECKPOINT_FORMAT, graph_from_config, load_state_dict_strict
-from metrabs_ros.training.losses import LossSchedule, metrabs_loss
+from metrabs_ros.training.losses import LossSchedule, acae_consistency_loss, metrabs_loss
 
 DEFAULT_CONFIG: Dict[str, Any] = {
     'seed': 0,
@@ -50,12 +50,16 @@ DEFAULT_CONFIG: Dict[str, Any] = {
         'depth_cube_mm': 2200.0,
         'with_uncertainty': False,
         'init_from': None,            # optional checkpoint: copy every parameter whose name and shape match
+        'latent_acae': None,          # ACAE .npz: the head predicts its latent points, decoded (frozen decoder) to
+                                      # the joints of `formats` (direct latent prediction, WACV'23)
         'name': 'metrabs_ros pose model',
         'description': '',
     },
     'data': {
         'min_person_pixels': 100,     # scenes samples: people with fewer visible pixels are not trained on
         'val_max_examples': 128,      # validation people (deterministic inference crops)
+        'label_groups': [],           # e.g. [[smpl_24], [coco_19], [h36m_17]]: simulated datasets — training
+                                      # sample i labels only the formats of group i mod len(groups) (others unset)
     },
     'augment': aug.AugmentConfig().to_dict(),
     'optim': {
@@ -77,6 +81,8 @@ DEFAULT_CONFIG: Dict[str, Any] = {
         'absolute_start_step': 5000,  # a value in (0, 1) is a fraction of optim.steps
         'weak_perspective_steps': 500,  # likewise
         'min_depth_mm': 300.0,
+        'acae_file': None,            # ACAE .npz fitted with encoder formats = model.formats
+        'acae_consistency_weight': 0.0,  # weight of |P − P·W_enc·W_dec| on the predicted joints (2D and 3D)
     },
     'run': {
         'checkpoint_every': 1000,
@@ -172,7 +178,11 @@ def model_config(cfg: dict, layout: aug.JointLayout) -> dict:
     if m['default_skeleton'] not in layout.formats:
         raise ValueError(f"model.default_skeleton {m['default_skeleton']!r} not among model.formats {layout.formats}")
     o = cfg['optim']
+    latent = None
+    if m.get('latent_acae'):
+        latent = acae_decoder_for_layout(m['latent_acae'], layout).tolist()
     return {
+        'latent_decoder': latent,
         'backbone': m['backbone'], 'backbone_options': dict(m['backbone_options'] or {}),
         'resolution': int(m['resolution']), 'joint_names': list(layout.raw_names),
         'joint_edges': layout.raw_edges(), 'skeletons': layout.skeletons_metadata(),
@@ -182,6 +192,51 @@ def model_config(cfg: dict, layout: aug.JointLayout) -> dict:
         'training': (f"metrabs-ros train: {m['backbone']} {m['resolution']} px, formats {','.join(layout.formats)}, "
                      f"{o['steps']} steps x batch {o['batch_size']}, seed {cfg['seed']}"),
     }
+
+
+def _acae_for_layout(path: str, layout: aug.JointLayout):
+    from metrabs_ros.acae import load_acae
+    acae = load_acae(path)
+    qualified = {f'{n}.{f}': i for i, (f, n) in enumerate(
+        (f, n) for f in acae.decoder_joints.formats for n in acae.decoder_joints.format_joint_names[f])}
+    raw = [f'{n}.{f}' for f in layout.formats for n in layout.format_joint_names[f]]
+    missing = [q for q in raw if q not in qualified]
+    if missing:
+        raise ValueError(f'{path}: the ACAE decoder lacks model joints {missing[:4]} (fit it with --formats '
+                         f'including {",".join(layout.formats)})')
+    return acae, np.array([qualified[q] for q in raw])
+
+
+def acae_decoder_for_layout(path: str, layout: aug.JointLayout) -> np.ndarray:
+    """[L, J_raw]: the ACAE decoder's columns for the model's raw joints (each column sums to 1)."""
+    acae, cols = _acae_for_layout(path, layout)
+    return acae.decoder[:, cols]
+
+
+def acae_consistency_matrix(path: str, layout: aug.JointLayout) -> np.ndarray:
+    """[J_raw, J_raw] = W_enc · W_dec restricted to the model's joints; the encoder must read exactly them."""
+    acae, cols = _acae_for_layout(path, layout)
+    enc_names = list(acae.encoder_joints.names)
+    raw = [f'{n}.{f}' for f in layout.formats for n in layout.format_joint_names[f]]
+    if sorted(enc_names) != sorted(raw):
+        raise ValueError(f'{path}: the ACAE encoder reads formats {list(acae.encoder_joints.formats)}, the model '
+                         f'predicts {list(layout.formats)}; fit it with --encoder-formats {",".join(layout.formats)}')
+    order = np.array([enc_names.index(q) for q in raw])
+    return acae.encoder[order] @ acae.decoder[:, cols]
+
+
+def label_group_masks(cfg: dict, layout: aug.JointLayout) -> List[np.ndarray]:
+    """One boolean [J_raw] mask per simulated dataset (data.label_groups); [] = every sample labels all."""
+    masks = []
+    for group in cfg['data']['label_groups'] or []:
+        unknown = [f for f in group if f not in layout.formats]
+        if unknown:
+            raise ValueError(f'data.label_groups names formats {unknown} outside model.formats {layout.formats}')
+        mask = np.zeros(len(layout.raw_names), bool)
+        for f in group:
+            mask[layout.indices(f)] = True
+        masks.append(mask)
+    return masks
 
 
 # --- data ------------------------------------------------------------------------------------------------------
@@ -221,7 +276,8 @@ class CropDataset(torch.utils.data.Dataset):
     `samples`: a folder path (opened lazily in each worker, aug.open_samples) or a sequence of sample dicts."""
 
     def __init__(self, samples, layout: aug.JointLayout, resolution: int, augment_cfg: aug.AugmentConfig,
-                 seed: int, min_person_pixels: int = 0):
+                 seed: int, min_person_pixels: int = 0, label_masks: Sequence[np.ndarray] = ()):
+        self.label_masks = list(label_masks)
         self._source = samples
         self._samples = None if isinstance(samples, (str, os.PathLike)) else samples
         self.layout = layout
@@ -265,7 +321,11 @@ class CropDataset(torch.utils.data.Dataset):
             if not np.all(np.isfinite(np.asarray(sample['K'], np.float64))):
                 continue   # e.g. a crop whose target person was not visible at all (its zoom is undefined)
             if aug.sample_kind(sample) == 'crops' or aug.scene_people_count(sample) > 0:
-                return self.make(self.example(sample, rng), rng, self.augment_cfg)
+                item = self.make(self.example(sample, rng), rng, self.augment_cfg)
+                if self.label_masks:   # this sample's simulated dataset labels only its group's formats
+                    group = self.label_masks[((int(index) + k) % n) % len(self.label_masks)]
+                    item['joint_valid'] = item['joint_valid'] & group
+                return item
         raise ValueError(f'samples {index}..{index + 15} hold no usable person')
 
 
@@ -477,7 +537,15 @@ def train(cfg: dict, data, out_dir: str, val=None, device: str = 'cpu', resume: 
 
     end_step = total if max_steps_this_run is None else min(total, start_step + int(max_steps_this_run))
     augment_cfg = aug.AugmentConfig.from_dict(cfg['augment'])
-    dataset = CropDataset(data, layout, res, augment_cfg, int(cfg['seed']), int(cfg['data']['min_person_pixels']))
+    dataset = CropDataset(data, layout, res, augment_cfg, int(cfg['seed']), int(cfg['data']['min_person_pixels']),
+                          label_group_masks(cfg, layout))
+    consistency_weight = float(cfg['loss']['acae_consistency_weight'] or 0.0)
+    consistency = None
+    if consistency_weight > 0:
+        if not cfg['loss']['acae_file']:
+            raise ValueError('loss.acae_consistency_weight > 0 needs loss.acae_file')
+        consistency = torch.as_tensor(acae_consistency_matrix(cfg['loss']['acae_file'], layout),
+                                      dtype=torch.float32, device=device)
     sampler = StepBatches(len(dataset), batch_size, int(cfg['seed']), start_step, end_step)
     num_workers = int(run['num_workers'])
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
@@ -541,8 +609,13 @@ def train(cfg: dict, data, out_dir: str, val=None, device: str = 'cpu', resume: 
                                 enabled=use_amp):
                 features = graph.backbone(images)
                 coords2d, coords3d, _ = graph.head(features)
-            losses = metrabs_loss(coords2d.float(), coords3d.float(), intrinsics, joints, valid, step, res, schedule,
+            coords2d, coords3d = graph.decode_latents(coords2d.float()), graph.decode_latents(coords3d.float())
+            losses = metrabs_loss(coords2d, coords3d, intrinsics, joints, valid, step, res, schedule,
                                   stride=graph.head.stride)
+            if consistency is not None:
+                losses['consistency'] = acae_consistency_loss(coords2d, coords3d, consistency, res,
+                                                              schedule.depth_cube_mm)
+                losses['total'] = losses['total'] + consistency_weight * losses['consistency']
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses['total']).backward()
             if clip:
