@@ -29,6 +29,7 @@ import numpy as np
 from metrabs_ros.augmentation import FLIP_MATRIX, rotation_z
 from metrabs_ros.camera import CameraModel
 from metrabs_ros.crops import NUM_PYRAMID_LEVELS, box_rotation_and_scale
+from metrabs_ros.training.synth.derived_formats import derived_joints
 
 GAMMA_LINEAR = 2.2
 UP_VECTOR_CAM = np.array([0.0, -1.0, 0.0])
@@ -323,6 +324,7 @@ def crop_sample_example(sample) -> Example:
     image = np.asarray(sample['image'])
     size = image.shape[0]
     joints = {f: np.asarray(sample[f'{f}/joints3d_mm'], np.float64) for f in formats_in_sample(sample)}
+    joints.update(derived_joints(joints))      # h36m_25, kinectv2_25, ... approximated from the stored formats
     return Example(image, CameraModel(np.asarray(sample['K'], np.float64)),
                    np.array([0.0, 0.0, image.shape[1], size]), joints, bool(sample.get('truncated', False)))
 
@@ -341,6 +343,7 @@ def scene_sample_example(sample, person: int) -> Example:
     """Data-engine `scenes` sample, person `person` → Example (box = its visible-silhouette box)."""
     fmts = formats_in_sample(sample, 'people/')
     joints = {f: np.asarray(sample[f'people/{f}/joints3d_mm'][person], np.float64) for f in fmts}
+    joints.update(derived_joints(joints))
     truncated = bool(np.asarray(sample['people/truncated'])[person]) if 'people/truncated' in sample else False
     return Example(np.asarray(sample['image']), scene_sample_camera(sample),
                    np.asarray(sample['people/box_xywh'][person], np.float64), joints, truncated)
