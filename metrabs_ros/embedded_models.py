@@ -8,6 +8,7 @@ from pathlib import Path
 MODELS_DIR = Path(__file__).resolve().parent / 'models'
 DEFAULT_POSE_MODEL = MODELS_DIR / 'metrabs_default.onnx'
 DEFAULT_DETECTOR = MODELS_DIR / 'detector_default.onnx'
+DEFAULT_ACAE = MODELS_DIR / 'acae_default.npz'   # docs/acae.md; its formats are attached to the pose model
 POSE_MODEL_ENV = 'METRABS_ROS_MODEL'
 DETECTOR_ENV = 'METRABS_ROS_DETECTOR'
 

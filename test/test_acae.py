@@ -165,3 +165,22 @@ def test_attached_formats_come_out_of_the_estimator(tmp_path):
     wrong = _random_acae(['h36m_17'], ['h36m_17'])
     with pytest.raises(ValueError, match='lacks 17 joints the ACAE encoder reads'):
         attach_acae(model, A.save_acae(str(tmp_path / 'wrong.npz'), wrong), str(tmp_path / 'x.onnx'))
+
+
+def test_shipped_acae_matches_the_embedded_pose_model():
+    import onnxruntime as ort
+    from metrabs_ros.embedded_models import DEFAULT_ACAE, DEFAULT_POSE_MODEL
+    from metrabs_ros.model_contract import read_pose_model_info
+    from metrabs_ros.skeletons import is_body_model_approximation
+    ae = A.load_acae(str(DEFAULT_ACAE))
+    assert ae.num_latents == 48 and ae.latent_sides.count('l') == ae.latent_sides.count('r') == 20
+    assert all(is_body_model_approximation(f) for f in ae.formats)
+    info = read_pose_model_info(ort.InferenceSession(str(DEFAULT_POSE_MODEL), providers=['CPUExecutionProvider']),
+                                str(DEFAULT_POSE_MODEL))
+    own = {n: (m.indices, m.joint_names) for n, m in info.skeletons.items() if m.indices is not None}
+    rows = A.encoder_rows(ae, info.joint_names, own)         # every encoder joint is a joint the model predicts
+    assert len(rows) == len(ae.encoder_joints)
+    for fmt in ae.formats:                                    # the model offers every ACAE format
+        assert fmt in info.skeletons, fmt
+        np.testing.assert_allclose(info.skeletons[fmt].convert(np.eye(len(info.joint_names))[..., None])
+                                   .sum(0)[..., 0], 1.0, atol=1e-5)

@@ -97,3 +97,32 @@ def test_info_describes_the_model(fixture_pose_model):
     proc = run_cli('info', fixture_pose_model)
     assert proc.returncode == 0, proc.stderr
     assert 'input resolution: 128 px' in proc.stdout and 'smpl_24' in proc.stdout
+
+
+def test_embedded_model_switches_to_acae_formats(tmp_path):
+    """The embedded model predicts smpl_24, coco_19 and h36m_17; the others come from the attached ACAE. Each format
+    of one image is the documented affine combination of the same raw prediction: checked through smpl_24 +
+    coco_19 + h36m_17 and the shipped ACAE file (independently of the model's metadata)."""
+    from metrabs_ros.acae import load_acae
+    from metrabs_ros.embedded_models import DEFAULT_ACAE
+    scene = render_scene(seed=3, num_people=1, distance_range_mm=(3000.0, 4000.0))
+    image = tmp_path / 'scene.png'
+    write_image_rgb(image, scene.image_rgb)
+    intrinsics = tmp_path / 'camera.json'
+    intrinsics.write_text(json.dumps({'K': scene.camera.intrinsic_matrix.tolist()}))
+    people = {}
+    for fmt in ('smpl_24', 'coco_19', 'h36m_17', 'kinectv2_25'):
+        out = tmp_path / f'{fmt}.jsonl'
+        proc = run_cli('predict', image, '--skeleton', fmt, '--json', out, '--intrinsics', intrinsics,
+                       '--threads', '1', '--no-suppress')
+        assert proc.returncode == 0, proc.stderr
+        record = json.loads(out.read_text())
+        assert record['skeleton'] == fmt and len(record['people']) >= 1
+        people[fmt] = np.asarray(record['people'][0]['joints3d_mm'])
+    assert people['kinectv2_25'].shape == (25, 3)
+    ae = load_acae(str(DEFAULT_ACAE))
+    raw = np.concatenate([people[f] for f in ae.encoder_joints.formats])
+    expected = np.einsum('jc,jk->kc', raw, ae.format_matrix('kinectv2_25'))
+    np.testing.assert_allclose(people['kinectv2_25'], expected, atol=0.5)
+    proc = run_cli('predict', image, '--skeleton', 'ghum_35')
+    assert proc.returncode == 2 and 'kinectv2_25' in proc.stderr and 'ghum_35' in proc.stderr
