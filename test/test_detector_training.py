@@ -209,7 +209,7 @@ def test_torch_and_onnx_runtime_agree_on_non_square_frames(tmp_path):
 
 
 def test_smoke_training_resume_export_and_person_detector(tmp_path):
-    from metrabs_ros.training.detector.train import load_config, train_detector
+    from metrabs_ros.training.detector.train import load_config, merge_config, train_detector
     scenes = ddata.render_scene_folder(str(tmp_path / 'scenes'), 0, 6, log=None)
     ddata.render_scene_folder(str(tmp_path / 'val'), 500, 2, log=None)
     config = load_config(overrides={
@@ -244,6 +244,19 @@ def test_smoke_training_resume_export_and_person_detector(tmp_path):
     assert centres[:, 0].max() > 128 and centres[:, 0].max() <= big.shape[1] + 1e-3
     result = detector.detect(big, threshold=0.0, nms_iou_threshold=0.7)
     assert np.all(result[:, 0] >= 0) and np.all(result[:, 0] + result[:, 2] <= big.shape[1] + 1e-3)
+
+    # init_from: a new run (fresh schedule) starts from the finished run's EMA weights
+    import torch
+    second = str(tmp_path / 'second')
+    cfg2 = merge_config(config, {'init_from': os.path.join(run, 'checkpoint.pt'), 'optim': {'steps': 1},
+                                'validation': {'every_steps': 0}})
+    train_detector(str(tmp_path / 'scenes'), second, config=cfg2, export=False)
+    first_ema = torch.load(os.path.join(run, 'checkpoint.pt'), weights_only=False)['ema']
+    second_state = torch.load(os.path.join(second, 'checkpoint.pt'), weights_only=False)
+    assert second_state['step'] == 1
+    moved = [k for k, v in first_ema.items() if v.is_floating_point()
+             and not torch.allclose(v, second_state['model'][k], atol=0.05)]
+    assert len(moved) < 0.05 * len(first_ema), moved[:5]       # one small step away from the EMA weights
 
 
 def test_commands_module_does_not_import_torch():

@@ -42,6 +42,7 @@ DEFAULT_CONFIG = {
                    'candidate_threshold': 0.05, 'min_height_px': 60.0},
     'checkpoint_every_steps': 500,
     'log_every_steps': 20,
+    'init_from': None,     # a train-detector checkpoint.pt: start from its EMA weights (fresh optimizer/schedule)
 }
 
 
@@ -168,6 +169,11 @@ def _train(config, data, out, val, device, state, checkpoint_path, export, stop_
     optimizer = torch.optim.AdamW([{'params': decay, 'weight_decay': optim_cfg['weight_decay']},
                                    {'params': no_decay, 'weight_decay': 0.0}], lr=optim_cfg['lr'])
     step = 0
+    if state is None and config.get('init_from'):
+        source_state = torch.load(config['init_from'], map_location='cpu', weights_only=False)
+        model.load_state_dict(source_state['ema'])
+        ema.load_state_dict(source_state['ema'])
+        print(f"initialised from the EMA weights of {config['init_from']} (step {source_state['step']})", flush=True)
     if state is not None:
         model.load_state_dict(state['model'])
         ema.load_state_dict(state['ema'])
