@@ -184,3 +184,20 @@ def test_shipped_acae_matches_the_embedded_pose_model():
         assert fmt in info.skeletons, fmt
         np.testing.assert_allclose(info.skeletons[fmt].convert(np.eye(len(info.joint_names))[..., None])
                                    .sum(0)[..., 0], 1.0, atol=1e-5)
+
+
+def test_consistency_error_measures_the_offset_between_formats():
+    from metrabs_ros.training.format_consistency import consistency_errors_mm, shared_joint_pairs
+    names = {'smpl_24': SMPL, 'h36m_17': H36M}
+    pairs = shared_joint_pairs(names, ['smpl_24', 'h36m_17'])
+    shared = sorted(set(SMPL) & set(H36M))
+    assert sorted(p[0] for p in pairs) == shared and len(shared) == 15
+    true = _poses(5, seed=3)
+    # Each format shifted rigidly by its own offset: every shared joint's inter-format offset is off by 30-(-10) mm.
+    pred = {'smpl_24': true['smpl_24'] + [30.0, 0, 0], 'h36m_17': true['h36m_17'] + [-10.0, 0, 0]}
+    result = consistency_errors_mm(pred, true, names)
+    assert result['num_pairs'] == 15
+    np.testing.assert_allclose(result['mean_mm'], 40.0, atol=1e-9)
+    # A common shift of all formats is no inconsistency (it is a root error, measured elsewhere).
+    same = {f: v + [55.0, -20.0, 300.0] for f, v in true.items()}
+    assert consistency_errors_mm(same, true, names)['mean_mm'] < 1e-9

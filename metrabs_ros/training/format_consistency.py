@@ -106,7 +106,7 @@ def _run_config(run_dir: str) -> dict:
 def _training_summary(cfg: dict) -> str:
     parts = []
     if cfg['data'].get('label_groups'):
-        parts.append('one format per sample (' + ' | '.join(','.join(g) for g in cfg['data']['label_groups']) + ')')
+        parts.append('one format per sample (' + ' / '.join(','.join(g) for g in cfg['data']['label_groups']) + ')')
     if cfg['model'].get('latent_acae'):
         parts.append('latent prediction (ACAE decoder)')
     if float(cfg['loss'].get('acae_consistency_weight') or 0) > 0:
