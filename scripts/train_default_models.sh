@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the embedded default models (metrabs_ros/models/*.onnx) from scratch: synthetic data, training,
 # export, evaluation. Deterministic from the seeds below. Writes under generated/ (git-ignored).
-#   bash scripts/train_default_models.sh            # the interim CPU recipe (what ships now; ~1.5 h on 2 cores)
+#   bash scripts/train_default_models.sh            # the interim CPU recipe (what ships now; ~4 h on 2 cores)
 #   DEVICE=cuda POSE_CONFIG=pose_default.yaml DET_STEPS=40000 bash scripts/train_default_models.sh   # GPU recipe
 # One torch thread per process on a shared 2-core machine (two threads were 28x slower: OpenMP oversubscription).
 set -euo pipefail
@@ -22,10 +22,25 @@ cli() { $PY -m metrabs_ros.cli "$@"; }
 [[ -f $G/synth/scenes-train/manifest.json ]] || cli synth --kind scenes --count 2000 --seed 4 --split train --out $G/synth/scenes-train --workers 2 --image-size random
 [[ -f $G/synth/capsule-scenes-train/detector_scenes.json ]] || cli render-detector-scenes --out $G/synth/capsule-scenes-train --first-seed 0 --count 1500
 
-# 2. pose model
-cli train --config "metrabs_ros/training/configs/$POSE_CONFIG" --data $G/synth/crops-train --val $G/synth/crops-val \
-    --out $G/runs/pose --device "$DEVICE" --resume
-cli export $G/runs/pose/final.pt --out $G/runs/pose/metrabs_default.onnx
+# 2. pose model (the CPU recipe has two stages: pose_interim_cpu.yaml, then pose_interim_cpu_continue.yaml, which
+#    starts from the first stage's final.pt — the run folders are the ones the configs name)
+if [[ $POSE_CONFIG == pose_interim_cpu.yaml ]]; then
+  cli train --config metrabs_ros/training/configs/pose_interim_cpu.yaml --data $G/synth/crops-train \
+      --val $G/synth/crops-val --out $G/runs/pose_interim --device "$DEVICE" --resume
+  cli train --config metrabs_ros/training/configs/pose_interim_cpu_continue.yaml --data $G/synth/crops-train \
+      --val $G/synth/crops-val --out $G/runs/pose_interim_s2 --device "$DEVICE" --resume
+  POSE_RUN=$G/runs/pose_interim_s2
+else
+  cli train --config "metrabs_ros/training/configs/$POSE_CONFIG" --data $G/synth/crops-train --val $G/synth/crops-val \
+      --out $G/runs/pose --device "$DEVICE" --resume
+  POSE_RUN=$G/runs/pose
+fi
+cli export $POSE_RUN/final.pt --out $POSE_RUN/metrabs_predicted_formats.onnx
+# every other format through the affine-combining autoencoder (docs/acae.md)
+mkdir -p $G/acae
+cli acae fit --data $G/synth/crops-train --val $G/synth/crops-val --encoder-formats smpl_24,coco_19,h36m_17 \
+    --out $G/acae/acae_default.npz --steps 4000 --report $G/acae/acae_default.json
+cli acae attach $POSE_RUN/metrabs_predicted_formats.onnx $G/acae/acae_default.npz --out $POSE_RUN/metrabs_default.onnx
 
 # 3. person detector (Anny scenes + capsule scenes, so that the numpy demo camera's people are found too)
 cli train-detector --data $G/synth/scenes-train,$G/synth/capsule-scenes-train --val $G/synth/scenes-val \
@@ -33,9 +48,18 @@ cli train-detector --data $G/synth/scenes-train,$G/synth/capsule-scenes-train --
     --set optim.batch_size=16 --set optim.lr=0.003 --set optim.warmup_steps=150 --set data.torch_threads=1 \
     --set data.workers=1 --set validation.every_steps=1000 --set validation.max_images=200 \
     --set checkpoint_every_steps=250
+DET_RUN=$G/runs/detector
+if [[ $DEVICE == cpu ]]; then   # CPU recipe: a second stage from the first one's EMA weights
+  cli train-detector --data $G/synth/scenes-train,$G/synth/capsule-scenes-train --val $G/synth/scenes-val \
+      --out $G/runs/detector_s2 --config default.yaml --device "$DEVICE" \
+      --set init_from=$G/runs/detector/checkpoint.pt --set optim.steps=2000 --set optim.batch_size=16 \
+      --set optim.lr=0.0015 --set optim.warmup_steps=100 --set data.torch_threads=1 --set data.workers=1 \
+      --set validation.every_steps=1000 --set validation.max_images=200 --set checkpoint_every_steps=250
+  DET_RUN=$G/runs/detector_s2
+fi
 
 # 4. evaluation on the held-out scenes (different seeds, bodies, motions, backgrounds)
-cli evaluate $G/runs/pose/metrabs_default.onnx --data $G/synth/scenes-val --gt-boxes --out $G/runs/eval_pose_gt_boxes
-cli evaluate $G/runs/pose/metrabs_default.onnx --data $G/synth/scenes-val --detector $G/runs/detector/person_detector.onnx \
+cli evaluate $POSE_RUN/metrabs_default.onnx --data $G/synth/scenes-val --gt-boxes --out $G/runs/eval_pose_gt_boxes
+cli evaluate $POSE_RUN/metrabs_default.onnx --data $G/synth/scenes-val --detector $DET_RUN/person_detector.onnx \
     --out $G/runs/eval_end_to_end
-echo "copy $G/runs/pose/metrabs_default.onnx and $G/runs/detector/person_detector.onnx (as detector_default.onnx) to metrabs_ros/models/"
+echo "copy $POSE_RUN/metrabs_default.onnx, $G/acae/acae_default.npz and $DET_RUN/person_detector.onnx (as detector_default.onnx) to metrabs_ros/models/"
