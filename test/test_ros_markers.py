@@ -178,7 +178,9 @@ def test_mailbox_with_slow_consumer_bounds_the_age_of_processed_frames():
     thread.join(5)
     ages = [t_taken - t_put for (_, t_put), t_taken in taken]
     assert box.dropped > 30                          # most frames were replaced, not queued
-    assert max(ages) < 0.025                         # a taken frame is at most one producer period old
+    # A queue would hand out frames up to ~2.5 s old by the end (100 × 30 ms consumed vs 100 × 5 ms produced); the
+    # mailbox hands out the newest frame, whose age is scheduling delay only (bound loose enough for a loaded CI).
+    assert max(ages) < 0.25
     indices = [i for (i, _), _ in taken]
     assert indices == sorted(indices)
 

@@ -34,6 +34,15 @@ def _worker_body():
     return _WORKER_BODY
 
 
+def _worker_init() -> None:
+    """Forked pool workers: one torch (OpenMP) thread. The parent may have run OpenMP regions with several
+    threads; GNU libgomp's thread team does not survive fork(), and a child entering a multi-threaded region
+    waits forever at the team barrier (seen in the test suite after a test had set two torch threads). One thread
+    per worker is also what two workers on two cores want."""
+    import torch
+    torch.set_num_threads(1)
+
+
 def _shard_job(job):
     """Generate and write one shard; returns (shard number, count, bytes, seconds)."""
     from metrabs_ros.training.synth.scene import generate_samples
@@ -95,7 +104,7 @@ def generate_dataset(out_dir: str, kind: str, count: int, seed: int = 0, split: 
             log(f'shard {results[-1][0]}: {results[-1][1]} samples in {results[-1][3]:.1f} s')
     else:
         ctx = multiprocessing.get_context('fork' if sys.platform.startswith('linux') else 'spawn')
-        with ctx.Pool(workers) as pool:
+        with ctx.Pool(workers, initializer=_worker_init) as pool:
             for res in pool.imap_unordered(_shard_job, jobs):
                 results.append(res)
                 log(f'shard {res[0]}: {res[1]} samples in {res[3]:.1f} s')
