@@ -94,3 +94,26 @@ def test_evaluate_with_a_detector_reports_detection_metrics(workdir):
     assert det['num_gt'] == n_people and det['recall50'] == pytest.approx(1.0) and det['ap50'] == pytest.approx(1.0)
     assert report['mode'] == 'detector'
     assert report['counts']['evaluated_people'] + report['counts']['unmatched_people'] == n_people
+
+
+def test_evaluate_rejects_formats_the_model_does_not_offer(fixture_pose_model):
+    from metrabs_ros.training.evaluate import evaluate_model
+    with pytest.raises(ValueError, match='not offered by .*it has smpl_24'):
+        evaluate_model(fixture_pose_model, [], gt_boxes=True, formats=['kinectv2_25'], log=lambda *a: None)
+
+
+def test_evaluation_ground_truth_includes_the_derived_formats():
+    pytest.importorskip('anny')
+    pytest.importorskip('numba')
+    from metrabs_ros.training.evaluate import _sample_people
+    from metrabs_ros.training.synth import body_model, scene
+    from metrabs_ros.training.synth.derived_formats import DERIVED_FORMATS, derivation_matrix
+    body = body_model.load_body_model()
+    (sample,) = scene.generate_samples(body, 12, 'val', 'scenes', range(1), scene.Settings(scene_hw=(120, 160)))
+    joints = _sample_people(sample, 0)[4]
+    assert set(DERIVED_FORMATS) <= set(joints)
+    # independent computation: the derivation matrix applied to the stored source formats
+    sources = ['anny_104', 'smpl_24', 'coco_19', 'h36m_17']
+    stacked = np.concatenate([np.asarray(sample[f'people/{f}/joints3d_mm'], np.float64) for f in sources], axis=1)
+    expected = np.einsum('kj,pjc->pkc', derivation_matrix('kinectv2_25', sources), stacked)
+    np.testing.assert_allclose(joints['kinectv2_25'], expected, atol=1e-6)

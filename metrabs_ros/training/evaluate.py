@@ -26,6 +26,7 @@ import numpy as np
 
 from metrabs_ros.training import augment as aug
 from metrabs_ros.training import metrics
+from metrabs_ros.training.synth.derived_formats import derived_joints
 
 
 def _sample_people(sample, min_person_pixels: int):
@@ -41,6 +42,7 @@ def _sample_people(sample, min_person_pixels: int):
     pixels = np.asarray(sample.get('people/num_pixels', np.full(n, 1 << 30))).reshape(n)
     joints = {f: np.asarray(sample[f'people/{f}/joints3d_mm'], np.float64).reshape(n, -1, 3)
               for f in aug.formats_in_sample(sample, 'people/')}
+    joints.update(derived_joints(joints))     # h36m_25, kinectv2_25, ... (docs/synthetic_data.md)
     return np.asarray(sample['image']), camera, boxes, truncated, joints, pixels >= min_person_pixels
 
 
@@ -63,6 +65,9 @@ def evaluate_model(model_path: str, data, detector_path: Optional[str] = None, n
         estimator.detector = None
     n_samples = len(samples) if max_samples is None else min(len(samples), int(max_samples))
     model_formats = set(estimator.skeleton_names)
+    unknown = [f for f in formats or () if f not in model_formats]
+    if unknown:
+        raise ValueError(f'formats {unknown} are not offered by {model_path}; it has {", ".join(sorted(model_formats))}')
     default_format = estimator.info.skeleton('').name
     det_acc = metrics.DetectionAccumulator(0.5, min_height_px) if not gt_boxes else None
     e2e_acc = metrics.DetectionAccumulator(0.5, min_height_px) if not gt_boxes else None
