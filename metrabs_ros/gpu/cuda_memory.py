@@ -79,7 +79,20 @@ def device_properties(index: int = 0) -> dict:
             'total_memory_bytes': int(prop.totalGlobalMem)}
 
 
-class CudaStream:
+class _CudaResource:
+    """Released by ``close()`` (idempotent), or at garbage collection, quietly (the CUDA context may be gone)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class CudaStream(_CudaResource):
     """A non-blocking CUDA stream (one per pipeline)."""
 
     def __init__(self):
@@ -102,33 +115,21 @@ class CudaStream:
             check(cudart().cudaStreamDestroy(self._stream), 'cudaStreamDestroy')
             self._stream = None
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
-
-class DeviceBuffer:
+class DeviceBuffer(_CudaResource):
     """``nbytes`` of device memory (cudaMalloc). ``ptr`` stays fixed for the buffer's life (CUDA graphs rely on it)."""
 
     def __init__(self, nbytes: int):
         self.nbytes = max(int(nbytes), 1)
         self.ptr = int(check(cudart().cudaMalloc(self.nbytes), f'cudaMalloc({self.nbytes})'))
 
-    def free(self) -> None:
+    def close(self) -> None:
         if self.ptr:
             check(cudart().cudaFree(self.ptr), 'cudaFree')
             self.ptr = 0
 
-    def __del__(self):
-        try:
-            self.free()
-        except Exception:
-            pass
 
-
-class PinnedBuffer:
+class PinnedBuffer(_CudaResource):
     """``nbytes`` of page-locked host memory (cudaMallocHost) with numpy views (asynchronous copies need it)."""
 
     def __init__(self, nbytes: int):
@@ -145,17 +146,11 @@ class PinnedBuffer:
                              f'{self.nbytes}')
         return self._bytes[:count * dtype.itemsize].view(dtype).reshape(shape)
 
-    def free(self) -> None:
+    def close(self) -> None:
         if self.ptr:
             self._bytes = None
             check(cudart().cudaFreeHost(self.ptr), 'cudaFreeHost')
             self.ptr = 0
-
-    def __del__(self):
-        try:
-            self.free()
-        except Exception:
-            pass
 
 
 def copy_htod_async(dst_ptr: int, src_ptr: int, nbytes: int, stream: CudaStream) -> None:
@@ -170,7 +165,7 @@ def copy_dtoh_async(dst_ptr: int, src_ptr: int, nbytes: int, stream: CudaStream)
           'cudaMemcpyAsync(device->host)')
 
 
-class CudaGraph:
+class CudaGraph(_CudaResource):
     """A captured sequence of work on one stream, replayed with one launch.
 
     ``capture(stream, fn)`` records what ``fn()`` enqueues on ``stream`` (nothing runs during the capture) and
@@ -208,12 +203,6 @@ class CudaGraph:
         if self._graph is not None:
             rt.cudaGraphDestroy(self._graph)
             self._graph = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def pinned_array(buffer: Optional[PinnedBuffer], array: np.ndarray) -> np.ndarray:
