@@ -82,11 +82,6 @@ class JointList:
         return {f: joints[..., self.slice(f), :] for f in self.formats}
 
 
-def side_of(name: str) -> str:
-    """'l', 'r' or 'c' for a '<joint>[.<format>]' name by the registry's l/r prefix rule (with a counterpart)."""
-    return name[0] if name[:1] in ('l', 'r') else 'c'
-
-
 def chirality_order(names: Sequence[str]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of the left joints, their right counterparts (same position) and the centre joints.
 
@@ -102,13 +97,6 @@ def chirality_order(names: Sequence[str]) -> Tuple[np.ndarray, np.ndarray, np.nd
         else:
             centre.append(i)
     return np.array(left, np.int64), np.array(right, np.int64), np.array(centre, np.int64)
-
-
-def mirror_permutation_of(names: Sequence[str]) -> np.ndarray:
-    left, right, _ = chirality_order(names)
-    perm = np.arange(len(names))
-    perm[left], perm[right] = right, left
-    return perm
 
 
 def latent_sides(num_left: int, num_centre: int) -> Tuple[str, ...]:
@@ -160,8 +148,8 @@ class Acae:
         nl = sides.count('l')
         lat = np.arange(len(sides))
         lat[:nl], lat[nl:2 * nl] = np.arange(nl, 2 * nl), np.arange(nl)
-        return (mirror_permutation_of(self.encoder_joints.names), lat,
-                mirror_permutation_of(self.decoder_joints.names))
+        from metrabs_ros.skeletons import mirror_permutation
+        return mirror_permutation(self.encoder_joints.names), lat, mirror_permutation(self.decoder_joints.names)
 
 
 def validate_weights(encoder: np.ndarray, decoder: np.ndarray, num_in: int, num_out: int) -> None:

@@ -44,6 +44,6 @@ def attach_acae(model_path: str, acae_path: str, out_path: str, formats: Optiona
 
 
 def load_model_info(path: str):
-    import onnxruntime as ort
     from metrabs_ros.model_contract import read_pose_model_info
-    return read_pose_model_info(ort.InferenceSession(path, providers=['CPUExecutionProvider']), path)
+    from metrabs_ros.onnx_backend import create_session
+    return read_pose_model_info(create_session(path, backend='cpu'), path)

@@ -58,7 +58,7 @@ def load_pose_arrays(folder: str, max_people: Optional[int] = None,
                 if '/' in fmt:
                     continue
                 parts.setdefault(fmt, []).append(np.asarray(shard[key], np.float32))
-        count = len(np.concatenate(next(iter(parts.values()))))
+        count = sum(len(a) for a in next(iter(parts.values())))
         if max_people and count >= max_people:
             break
     arrays = {f: np.concatenate(v)[:max_people] for f, v in parts.items()}
@@ -142,8 +142,12 @@ class AcaeModule(torch.nn.Module):
         self.decoder = ChiralAffineMatrix(lat, chirality_order(decoder_joints.names), g)
 
     def forward(self, joints_in: torch.Tensor) -> torch.Tensor:
-        latents = torch.einsum('bjc,jl->blc', joints_in, self.encoder())
-        return torch.einsum('blc,lk->bkc', latents, self.decoder())
+        return reconstruct(joints_in, self.encoder(), self.decoder())
+
+
+def reconstruct(joints_in: torch.Tensor, encoder: torch.Tensor, decoder: torch.Tensor) -> torch.Tensor:
+    latents = torch.einsum('bjc,jl->blc', joints_in, encoder)
+    return torch.einsum('blc,lk->bkc', latents, decoder)
 
 
 def projected_l1_m(pred_mm: torch.Tensor, true_mm: torch.Tensor) -> torch.Tensor:
@@ -156,10 +160,11 @@ def projected_l1_m(pred_mm: torch.Tensor, true_mm: torch.Tensor) -> torch.Tensor
 
 def acae_loss(model: AcaeModule, joints_in_mm: torch.Tensor, joints_out_mm: torch.Tensor,
               sparsity: float) -> Dict[str, torch.Tensor]:
-    recon = model(joints_in_mm)
+    encoder, decoder = model.encoder(), model.decoder()     # built once per step (block assembly + column shift)
+    recon = reconstruct(joints_in_mm, encoder, decoder)
     losses = {'projected': projected_l1_m(recon, joints_out_mm),
               'l1_3d': torch.mean(torch.abs(recon - joints_out_mm)) / 1000.0,
-              'sparsity': 0.5 * (model.encoder().abs().mean() + model.decoder().abs().mean())}
+              'sparsity': 0.5 * (encoder.abs().mean() + decoder.abs().mean())}
     losses['total'] = losses['projected'] + losses['l1_3d'] + sparsity * losses['sparsity']
     return losses
 

@@ -65,21 +65,17 @@ def evaluate_run(run_dir: str, val: str, max_examples: int = 512, checkpoint: st
     """Per-format MPJPE and cross-format consistency of a training run's checkpoint on held-out crops."""
     from metrabs_ros.training import augment as aug
     from metrabs_ros.training.checkpoint import load_checkpoint
-    from metrabs_ros.training.train_pose import CropDataset, joint_layout, validation_batch, validation_examples
+    from metrabs_ros.training.train_pose import (CropDataset, joint_layout, predict_crop_poses, validation_batch,
+                                                 validation_examples)
     path = os.path.join(run_dir, checkpoint)
     graph, _ = load_checkpoint(path)
     cfg = _run_config(run_dir)
     layout = joint_layout(cfg)
     samples = aug.open_samples(val)
-    dataset = CropDataset(samples, layout, int(cfg['model']['resolution']),
-                          aug.AugmentConfig.from_dict(cfg['augment']), int(cfg['seed']))
-    examples = validation_examples(samples, max_examples)
-    batch = validation_batch(dataset, examples, aug.AugmentConfig.from_dict(cfg['augment']).eval_gamma)
-    preds = []
-    for start in range(0, len(batch['image']), 64):
-        poses, _ = graph.crop_poses(batch['image'][start:start + 64], batch['intrinsics'][start:start + 64])
-        preds.append(poses.float().numpy())
-    pred = np.concatenate(preds)
+    augment_cfg = aug.AugmentConfig.from_dict(cfg['augment'])
+    dataset = CropDataset(samples, layout, int(cfg['model']['resolution']), augment_cfg, int(cfg['seed']))
+    batch = validation_batch(dataset, validation_examples(samples, max_examples), augment_cfg.eval_gamma)
+    pred = predict_crop_poses(graph, batch)
     true = batch['joints_mm'].numpy()
     valid = batch['joint_valid'].numpy()
     people = np.all(valid, axis=1)          # people labelled in every format

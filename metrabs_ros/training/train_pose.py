@@ -194,17 +194,21 @@ def model_config(cfg: dict, layout: aug.JointLayout) -> dict:
     }
 
 
+def _qualified_names(layout: aug.JointLayout) -> List[str]:
+    """The model's raw joints as the ACAE names them ('<joint>.<format>')."""
+    return [f'{n}.{f}' for f in layout.formats for n in layout.format_joint_names[f]]
+
+
 def _acae_for_layout(path: str, layout: aug.JointLayout):
+    """(Acae, the decoder column of every raw joint of the model)."""
     from metrabs_ros.acae import load_acae
     acae = load_acae(path)
-    qualified = {f'{n}.{f}': i for i, (f, n) in enumerate(
-        (f, n) for f in acae.decoder_joints.formats for n in acae.decoder_joints.format_joint_names[f])}
-    raw = [f'{n}.{f}' for f in layout.formats for n in layout.format_joint_names[f]]
-    missing = [q for q in raw if q not in qualified]
+    index = {q: i for i, q in enumerate(acae.decoder_joints.names)}
+    missing = [q for q in _qualified_names(layout) if q not in index]
     if missing:
         raise ValueError(f'{path}: the ACAE decoder lacks model joints {missing[:4]} (fit it with --formats '
                          f'including {",".join(layout.formats)})')
-    return acae, np.array([qualified[q] for q in raw])
+    return acae, np.array([index[q] for q in _qualified_names(layout)])
 
 
 def acae_decoder_for_layout(path: str, layout: aug.JointLayout) -> np.ndarray:
@@ -217,7 +221,7 @@ def acae_consistency_matrix(path: str, layout: aug.JointLayout) -> np.ndarray:
     """[J_raw, J_raw] = W_enc · W_dec restricted to the model's joints; the encoder must read exactly them."""
     acae, cols = _acae_for_layout(path, layout)
     enc_names = list(acae.encoder_joints.names)
-    raw = [f'{n}.{f}' for f in layout.formats for n in layout.format_joint_names[f]]
+    raw = _qualified_names(layout)
     if sorted(enc_names) != sorted(raw):
         raise ValueError(f'{path}: the ACAE encoder reads formats {list(acae.encoder_joints.formats)}, the model '
                          f'predicts {list(layout.formats)}; fit it with --encoder-formats {",".join(layout.formats)}')
@@ -356,9 +360,8 @@ def validation_batch(dataset: CropDataset, examples: Sequence[aug.Example], eval
 
 
 @torch.no_grad()
-def validate(graph, batch: dict, layout: aug.JointLayout, device, chunk: int = 64) -> dict:
-    """Absolute poses (PoseGraph.crop_poses: backbone, head, reconstruction) in each crop's frame vs GT:
-    per format MPJPE (root-relative), PA-MPJPE, PCK@150, AUC, MRPE (people whose format joints are all labelled)."""
+def predict_crop_poses(graph, batch: dict, device='cpu', chunk: int = 64) -> np.ndarray:
+    """Absolute poses [N, J, 3] (mm, each crop's camera frame) of a validation batch, in eval mode."""
     was_training = graph.training
     graph.eval()
     preds = []
@@ -367,7 +370,14 @@ def validate(graph, batch: dict, layout: aug.JointLayout, device, chunk: int = 6
         poses, _ = graph.crop_poses(crops, batch['intrinsics'][start:start + chunk].to(device))
         preds.append(poses.float().cpu())
     graph.train(was_training)
-    pred = torch.cat(preds).numpy()
+    return torch.cat(preds).numpy()
+
+
+@torch.no_grad()
+def validate(graph, batch: dict, layout: aug.JointLayout, device, chunk: int = 64) -> dict:
+    """Absolute poses (PoseGraph.crop_poses: backbone, head, reconstruction) in each crop's frame vs GT:
+    per format MPJPE (root-relative), PA-MPJPE, PCK@150, AUC, MRPE (people whose format joints are all labelled)."""
+    pred = predict_crop_poses(graph, batch, device, chunk)
     gt = batch['joints_mm'].numpy()
     valid = batch['joint_valid'].numpy()
     out = {}
