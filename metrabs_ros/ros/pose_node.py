@@ -260,7 +260,9 @@ def _make_node_class():
             self._last_error = ''
             self._camera_source = 'none'
             self._marker_ids = set()
-            self._tracker = PersonTracker()
+            # every published person needs an id at once (min_hits=1); the detector threshold has already
+            # dropped the low-score detections, so all the tracker sees are high-score ones
+            self._tracker = PersonTracker(min_hits=1, high_score=0.0, low_score=0.0)
             self._first_image_mono = None
             self._mailbox = LatestFrameMailbox()
             self._camera_infos = CameraInfoCache()
@@ -497,7 +499,7 @@ def _make_node_class():
                                           "(set the 'frame_id' parameter)")
             if p['track_max_age_s'] > 0:
                 self._tracker.max_age_s = float(p['track_max_age_s'])
-                person_ids = self._tracker.update(result.poses3d_mm.mean(axis=1), stamp_ns / 1e9)
+                person_ids = self._tracker.update(result.poses3d_mm.mean(axis=1), stamp_ns / 1e9, result.boxes)
             else:
                 person_ids = np.arange(len(result))
             poses_msg = result_to_poses3d_msg(result, header, image.shape[:2], person_ids=person_ids, timing_s={
