@@ -86,19 +86,63 @@ def distort_normalized(xy: np.ndarray, coeffs12: np.ndarray, model: str = 'openc
     return np.stack([xd, yd], axis=-1)
 
 
+UNDISTORTION_METHODS = ('converged', 'official')
+#: fixed-point iterations of the official MeTRAbs box-point undistortion (``warping.undistort_points``)
+OFFICIAL_UNDISTORT_ITERATIONS = 5
+
+
+def check_undistortion_method(method: str) -> str:
+    """``method`` if it is one of :data:`UNDISTORTION_METHODS`, else ValueError listing them."""
+    if method not in UNDISTORTION_METHODS:
+        raise ValueError(f'unknown undistortion method {method!r}; valid: {", ".join(UNDISTORTION_METHODS)}')
+    return method
+
+
+def undistort_normalized_official(xy_distorted: np.ndarray, coeffs12: np.ndarray) -> np.ndarray:
+    """The official MeTRAbs inverse of the OpenCV model: 5 fixed-point steps ``x = (x_d - tangential(x)) /
+    radial(x)`` from ``x = x_d``, without a convergence test (the official TF and PyTorch ``undistort_points``).
+
+    Agrees with the converged solution for mild distortion; for strong distortion near or past the image border
+    it stops short (0.1-2 px for k1 = -0.28 at the border). Non-finite values are passed through, as there.
+    """
+    xy_d = np.asarray(xy_distorted, dtype=np.float64)
+    d = np.asarray(coeffs12, dtype=np.float64)
+    if not np.any(d):
+        return xy_d.copy()
+    k1, k2, p1, p2, k3, k4, k5, k6, s1, s2, s3, s4 = d
+    xy = xy_d.copy()
+    with np.errstate(all='ignore'):
+        for _ in range(OFFICIAL_UNDISTORT_ITERATIONS):
+            x, y = xy[..., 0], xy[..., 1]
+            r2 = x * x + y * y
+            radial = (1 + r2 * (k1 + r2 * (k2 + r2 * k3))) / (1 + r2 * (k4 + r2 * (k5 + r2 * k6)))
+            dx = 2 * p1 * x * y + p2 * (r2 + 2 * x * x) + s1 * r2 + s2 * r2 * r2
+            dy = p1 * (r2 + 2 * y * y) + 2 * p2 * x * y + s3 * r2 + s4 * r2 * r2
+            xy = np.stack([(xy_d[..., 0] - dx) / radial, (xy_d[..., 1] - dy) / radial], axis=-1)
+    return xy
+
+
 def undistort_normalized(xy_distorted: np.ndarray, coeffs12: np.ndarray, model: str = 'opencv',
-                         iterations: int = 20) -> np.ndarray:
+                         iterations: int = 20, method: str = 'converged') -> np.ndarray:
     """Invert :func:`distort_normalized`.
 
-    The OpenCV model starts with OpenCV's fixed-point update ``x = (x_d - tangential(x)) / radial(x)`` and is then
-    refined by Newton steps (the fixed point alone oscillates for strong barrel lenses near the edge of the
-    image); the fisheye model uses Newton iterations on ``theta_d(theta)``. Where the distortion polynomial is not
-    invertible (outside the lens' valid field of view) the closest point found is returned.
+    ``method='converged'`` (default): the OpenCV model starts with OpenCV's fixed-point update
+    ``x = (x_d - tangential(x)) / radial(x)`` and is then refined by Newton steps (the fixed point alone oscillates
+    or stops short for strong barrel lenses near the edge of the image); the fisheye model uses Newton iterations on
+    ``theta_d(theta)``. Where the distortion polynomial is not invertible (outside the lens' valid field of view)
+    the closest point found is returned.
+
+    ``method='official'``: the OpenCV model is inverted exactly as the official MeTRAbs code does
+    (:func:`undistort_normalized_official`, 5 fixed-point steps, not converged for strong distortion); the official
+    code has no fisheye model, so fisheye lenses use the converged solver in both methods.
     """
+    check_undistortion_method(method)
     xy_d = np.asarray(xy_distorted, dtype=np.float64)
     d = coeffs12
     if not np.any(d):
         return xy_d.copy()
+    if method == 'official' and model != 'fisheye':
+        return undistort_normalized_official(xy_d, d)
     if model == 'fisheye':
         theta_d = np.linalg.norm(xy_d, axis=-1)
         theta_d = np.minimum(theta_d, np.pi / 2)
@@ -232,8 +276,8 @@ class CameraModel:
     def distort_normalized(self, xy: np.ndarray) -> np.ndarray:
         return distort_normalized(xy, self.distortion_coeffs, self.distortion_model)
 
-    def undistort_normalized(self, xy: np.ndarray, iterations: int = 20) -> np.ndarray:
-        return undistort_normalized(xy, self.distortion_coeffs, self.distortion_model, iterations)
+    def undistort_normalized(self, xy: np.ndarray, iterations: int = 20, method: str = 'converged') -> np.ndarray:
+        return undistort_normalized(xy, self.distortion_coeffs, self.distortion_model, iterations, method)
 
     def project_px(self, points_cam: np.ndarray) -> np.ndarray:
         """Project camera-frame 3D points ``[..., 3]`` to (distorted) pixel coordinates ``[..., 2]``.
@@ -249,13 +293,16 @@ class CameraModel:
         return np.stack([K[0, 0] * xy[..., 0] + K[0, 1] * xy[..., 1] + K[0, 2],
                          K[1, 1] * xy[..., 1] + K[1, 2]], axis=-1)
 
-    def pixels_to_rays(self, pixels: np.ndarray) -> np.ndarray:
-        """Back-project (distorted) pixels ``[..., 2]`` to undistorted rays ``[..., 3]`` with z = 1."""
+    def pixels_to_rays(self, pixels: np.ndarray, method: str = 'converged') -> np.ndarray:
+        """Back-project (distorted) pixels ``[..., 2]`` to undistorted rays ``[..., 3]`` with z = 1.
+
+        ``method``: ``converged`` (default) or ``official`` (5 fixed-point steps, see :func:`undistort_normalized`).
+        """
         px = np.asarray(pixels, dtype=np.float64)
         K = self.intrinsic_matrix
         y_d = (px[..., 1] - K[1, 2]) / K[1, 1]
         x_d = (px[..., 0] - K[0, 2] - K[0, 1] * y_d) / K[0, 0]
-        xy = self.undistort_normalized(np.stack([x_d, y_d], axis=-1))
+        xy = self.undistort_normalized(np.stack([x_d, y_d], axis=-1), method=method)
         return np.concatenate([xy, np.ones_like(xy[..., :1])], axis=-1)
 
     def back_project_mm(self, pixels: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:

@@ -80,7 +80,8 @@ def cmd_predict(args) -> int:
             result = estimator.detect_poses(
                 image, default_fov_degrees=args.fov, num_aug=args.num_aug, skeleton=args.skeleton,
                 detector_threshold=args.detector_threshold, max_detections=args.max_detections,
-                suppress_implausible_poses=not args.no_suppress, **camera_kwargs)
+                suppress_implausible_poses=not args.no_suppress, antialias_factor=args.antialias_factor,
+                undistortion=args.undistortion, **camera_kwargs)
             n_frames += 1
             n_people += len(result)
             if json_file:
@@ -125,6 +126,7 @@ def cmd_info(args) -> int:
     print(f'  input resolution: {info.resolution} px, raw joints: {len(info.joint_names)}, '
           f'uncertainty: {info.has_uncertainty}')
     print(f'  skeletons: {", ".join(sorted(info.skeletons))} (default {info.default_skeleton})')
+    print(f'  antialias factor (crop supersampling, fixed at export): {info.metadata.get("antialias_factor", "1")}')
     print(f'  providers: {", ".join(session.get_providers())}')
     return 0
 
@@ -154,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--detector-threshold', type=float, default=0.3)
     p.add_argument('--max-detections', type=int, default=-1)
     p.add_argument('--no-suppress', action='store_true', help='keep implausible poses')
+    p.add_argument('--antialias-factor', type=int, default=None, metavar='F',
+                   help="crop supersampling factor; default: the model's (fixed at export, see docs/export.md)")
+    p.add_argument('--undistortion', default='converged', choices=('converged', 'official'),
+                   help='box-point undistortion: converged (default) or official (the official 5 fixed-point '
+                        'iterations, for bit-level agreement with published results; see docs/export.md)')
     p.add_argument('--json', help='write one JSON line per image')
     p.add_argument('--out', help='annotated output: .mp4/.avi video, .png/.jpg image, or a folder')
     p.add_argument('--view3d', action='store_true', help='add a 3D view next to the 2D overlay')

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 
 from metrabs_ros.augmentation import TTAParams
-from metrabs_ros.camera import CameraModel
+from metrabs_ros.camera import CameraModel, check_undistortion_method
 
 NUM_PYRAMID_LEVELS = 3
 
@@ -52,12 +52,17 @@ class CropGeometry:
 
 
 def box_rotation_and_scale(boxes_xywh_px: np.ndarray, camera: CameraModel, up_vector_cam,
-                           resolution: int):
+                           resolution: int, undistortion: str = 'converged'):
     """Look-at rotation ``R0 [P,3,3]`` and zoom ``scale [P]`` that make each box fill a ``resolution`` crop.
 
     The box centre and the midpoints of its four sides are undistorted to rays; ``R0`` looks at the centre ray;
     the side midpoints are reprojected through ``K · R0`` and the larger of the vertical and horizontal extents
     is mapped to ``resolution`` pixels.
+
+    undistortion: ``converged`` (default) solves the lens model for the 5 box points to float precision;
+      ``official`` uses the official MeTRAbs 5 fixed-point steps (``camera.undistort_normalized_official``), which
+      stop short for strong distortion near or past the image border. Either way, a box is flagged invalid (NaN
+      rays) when the converged solver finds a box point outside the lens' invertible field of view.
     """
     boxes = np.asarray(boxes_xywh_px, dtype=np.float64).reshape(-1, 4)
     x, y, w, h = boxes.T
@@ -67,10 +72,13 @@ def box_rotation_and_scale(boxes_xywh_px: np.ndarray, camera: CameraModel, up_ve
         np.stack([x + w, y + h / 2], 1),       # right
         np.stack([x + w / 2, y + h], 1),       # bottom
         np.stack([x, y + h / 2], 1)], 1)       # left
+    check_undistortion_method(undistortion)
     rays = camera.pixels_to_rays(points_px)                        # [P, 5, 3]
     if camera.is_distorted:
         # Box points outside the lens' invertible field of view have no exact ray: mark such boxes invalid.
         residual = np.linalg.norm(camera.project_px(rays) - points_px, axis=-1).max(axis=-1)
+        if undistortion == 'official':
+            rays = camera.pixels_to_rays(points_px, method='official')
         rays[residual > 1.0] = np.nan
     R0 = lookat_rotation(rays[:, 0], up_vector_cam)                # [P, 3, 3]
     side = np.einsum('pij,pkj->pki', camera.intrinsic_matrix @ R0, rays[:, 1:])
@@ -91,7 +99,7 @@ def valid_boxes(geometry: 'CropGeometry') -> np.ndarray:
 
 
 def crop_geometry(boxes_xywh_px: np.ndarray, camera: CameraModel, up_vector_cam, resolution: int,
-                  tta: TTAParams, antialias_factor: float = 1.0) -> CropGeometry:
+                  tta: TTAParams, antialias_factor: int = 1, undistortion: str = 'converged') -> CropGeometry:
     """Crop rotations, crop intrinsics and pyramid levels for every box and augmentation.
 
     Args:
@@ -100,10 +108,15 @@ def crop_geometry(boxes_xywh_px: np.ndarray, camera: CameraModel, up_vector_cam,
       up_vector_cam: ``[3]`` world up direction expressed in the camera frame.
       resolution: crop side in pixels (the model's ``input_resolution``).
       tta: :func:`metrabs_ros.augmentation.tta_parameters` output.
-      antialias_factor: official parameter; here it biases the pyramid level choice
-        ``clip(floor(-log2(scale · aug_scale · antialias_factor)), 0, 2)``.
+      antialias_factor: supersampling factor ``f`` of the pose graph (docs/model_contract.md): the graph renders
+        each crop at ``f · resolution`` and average-pools ``f × f``, so the pyramid level is the one for that larger
+        render, ``clip(floor(-log2(scale · aug_scale · f)), 0, 2)`` (as the official code chooses it). It must be
+        the graph's own factor (metadata ``antialias_factor``).
+      undistortion: ``converged`` or ``official`` box-point undistortion (see :func:`box_rotation_and_scale`).
     """
-    R0, box_scales = box_rotation_and_scale(boxes_xywh_px, camera, up_vector_cam, resolution)
+    if int(antialias_factor) != antialias_factor or antialias_factor < 1:
+        raise ValueError(f'antialias_factor must be an integer >= 1, got {antialias_factor}')
+    R0, box_scales = box_rotation_and_scale(boxes_xywh_px, camera, up_vector_cam, resolution, undistortion)
     num_boxes = len(box_scales)
     crop_scales = box_scales[:, np.newaxis] * tta.scales[np.newaxis, :]          # [P, A]
     K = camera.intrinsic_matrix
@@ -119,14 +132,19 @@ def crop_geometry(boxes_xywh_px: np.ndarray, camera: CameraModel, up_vector_cam,
 
 
 def crop_sampling_grid_px(camera: CameraModel, rotation: np.ndarray, crop_intrinsics: np.ndarray,
-                          resolution: int) -> np.ndarray:
+                          resolution: int, antialias_factor: int = 1) -> np.ndarray:
     """Reference implementation of the warp: the image pixel that each crop pixel samples, ``[res, res, 2]``.
 
     Crop pixel ``q = (column, row)`` looks along ``R^T · K_crop^-1 · [q, 1]`` in the camera frame; that ray is
     distorted and projected with the image's ``K``. Rays behind the camera give NaN.
+    With ``antialias_factor`` f > 1 the grid is the supersampled one, ``[f·res, f·res, 2]``: sample ``Q`` of the
+    larger render sits at crop coordinate ``(Q + 0.5) / f - 0.5``, so each f × f block averages to crop pixel ``q``.
     """
-    cols, rows = np.meshgrid(np.arange(resolution, dtype=np.float64),
-                             np.arange(resolution, dtype=np.float64), indexing='xy')
+    f = int(antialias_factor)
+    coords = np.arange(resolution * f, dtype=np.float64)
+    if f > 1:
+        coords = (coords + 0.5) / f - 0.5
+    cols, rows = np.meshgrid(coords, coords, indexing='xy')
     q = np.stack([cols, rows, np.ones_like(cols)], axis=-1)
     M = np.asarray(rotation, np.float64).T @ np.linalg.inv(np.asarray(crop_intrinsics, np.float64))
     rays = q @ M.T
@@ -140,15 +158,18 @@ def sampling_window_px(camera: CameraModel, geometry: CropGeometry, resolution: 
 
     Feeding the pose graph ``image[y0:y1, x0:x1]`` with the principal point shifted by ``(-x0, -y0)`` gives the
     same crops as the full frame while the graph's full-frame work (gamma LUT, anti-aliasing pyramid) shrinks to
-    the window. The window contains the projection of each crop's border (sampled ``samples_per_edge`` times per
-    edge, so curved borders of distorted lenses are covered), widened by the bilinear footprint of the coarsest
+    the window. The window contains the projection of each crop's border (the outer edge of its pixels, which
+    also covers the samples of a supersampled graph; sampled ``samples_per_edge`` times per edge, so curved
+    borders of distorted lenses are covered), widened by the bilinear footprint of the coarsest
     pyramid level in use, and its origin is a multiple of ``align`` (= 2^(levels-1)) so that the 2×2 pyramid blocks
     stay aligned with those of the full frame.
     """
     height, width = int(image_hw[0]), int(image_hw[1])
-    t = np.linspace(0.0, resolution - 1.0, samples_per_edge)
-    last = np.full_like(t, resolution - 1.0)
-    first = np.zeros_like(t)
+    # The border of the crop pixels' footprint (-0.5 .. res - 0.5): supersampled graphs (antialias_factor > 1)
+    # sample up to half a crop pixel beyond the outermost pixel centres.
+    t = np.linspace(-0.5, resolution - 0.5, samples_per_edge)
+    last = np.full_like(t, resolution - 0.5)
+    first = np.full_like(t, -0.5)
     border = np.concatenate([np.stack([t, first], 1), np.stack([t, last], 1),
                              np.stack([first, t], 1), np.stack([last, t], 1)])             # [S, 2] crop px
     border_h = np.concatenate([border, np.ones((len(border), 1))], axis=1)

@@ -13,7 +13,7 @@ import numpy as np
 
 from metrabs_ros import embedded_models
 from metrabs_ros.augmentation import tta_parameters
-from metrabs_ros.camera import CameraModel, intrinsics_from_fov
+from metrabs_ros.camera import CameraModel, check_undistortion_method, intrinsics_from_fov
 from metrabs_ros.crops import CropGeometry, crop_geometry, sampling_window_px, valid_boxes
 from metrabs_ros.model_contract import POSE_OUTPUT, UNCERTAINTY_OUTPUT, read_pose_model_info
 from metrabs_ros.gpu.backend import OrtPoseBackend, create_pose_backend
@@ -69,6 +69,19 @@ def _as_rgb_image(image) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def _graph_antialias_factor(metadata, path) -> int:
+    """Metadata ``antialias_factor`` of a pose model (an integer >= 1; absent in models exported before it existed,
+    which do not supersample: 1)."""
+    value = metadata.get('antialias_factor', '1')
+    try:
+        factor = float(value)
+    except ValueError:
+        factor = float('nan')
+    if not (factor >= 1 and factor == int(factor)):
+        raise ModelLoadError(f'{path}: metadata antialias_factor must be an integer >= 1, got {value!r}')
+    return int(factor)
+
+
 class PoseEstimator:
     """MeTRAbs multi-person 3D pose estimation with ONNX models that follow docs/model_contract.md.
 
@@ -100,6 +113,11 @@ class PoseEstimator:
                                            torch_checkpoint=torch_checkpoint, precision=precision,
                                            engine_options=engine_options)
         self.info = read_pose_model_info(self.session, model_path)
+        #: the graph's crop supersampling factor, fixed at export (metadata ``antialias_factor``; absent = 1)
+        self.antialias_factor = _graph_antialias_factor(self.info.metadata, model_path)
+        graph = getattr(self.session, 'module', None)   # PyTorch backend: the PoseGraph built from the checkpoint
+        if graph is not None and hasattr(graph, 'set_antialias_factor'):
+            graph.set_antialias_factor(self.antialias_factor)
         self._output_names = [POSE_OUTPUT] + ([UNCERTAINTY_OUTPUT] if self.info.has_uncertainty else [])
         #: feed the pose graph only the image window its crops sample (exact; see crops.sampling_window_px);
         #: GPU backends keep the full frame so that input shapes (engine profiles, CUDA graphs) stay fixed
@@ -161,7 +179,8 @@ class PoseEstimator:
                      world_up_vector=DEFAULT_WORLD_UP, default_fov_degrees: float = 55.0, num_aug: int = 1,
                      skeleton: str = '', detector_threshold: float = 0.3,
                      detector_nms_iou_threshold: float = 0.7, max_detections: int = -1,
-                     suppress_implausible_poses: bool = True, antialias_factor: float = 1.0) -> PoseResult:
+                     suppress_implausible_poses: bool = True, antialias_factor: Optional[int] = None,
+                     undistortion: str = 'converged') -> PoseResult:
         """Detect people and estimate their 3D poses (the official ``detect_poses``).
 
         Args:
@@ -176,6 +195,12 @@ class PoseEstimator:
           skeleton: output format name ('' = the model's default); unknown names raise listing valid ones.
           detector_threshold, detector_nms_iou_threshold, max_detections: detector settings (-1 = unlimited).
           suppress_implausible_poses: drop implausible poses and pose-level duplicates.
+          antialias_factor: crop supersampling factor f; None = the model's (fixed when the model was exported:
+            metadata ``antialias_factor``, 1 for older models). Any other value raises ValueError naming the
+            export command (docs/export.md, "Anti-aliasing").
+          undistortion: ``converged`` (default: box points undistorted to float precision) or ``official``
+            (the official MeTRAbs 5 fixed-point iterations, for agreement with published results; differs only
+            for strong distortion near or past the image border; docs/export.md).
         """
         image = _as_rgb_image(image)
         if self.detector is None:
@@ -185,14 +210,15 @@ class PoseEstimator:
                                      nms_iou_threshold=detector_nms_iou_threshold, max_detections=max_detections)
         return self._estimate(image, boxes, mapping, intrinsic_matrix, distortion_coeffs, distortion_model, camera,
                               extrinsic_matrix, world_up_vector, default_fov_degrees, num_aug, antialias_factor,
-                              suppress_implausible_poses)
+                              suppress_implausible_poses, undistortion)
 
     def estimate_poses(self, image, boxes, intrinsic_matrix=None, distortion_coeffs=None,
                        distortion_model='opencv', camera: Optional[CameraModel] = None, extrinsic_matrix=None,
                        world_up_vector=DEFAULT_WORLD_UP, default_fov_degrees: float = 55.0, num_aug: int = 1,
-                       skeleton: str = '', antialias_factor: float = 1.0) -> PoseResult:
+                       skeleton: str = '', antialias_factor: Optional[int] = None,
+                       undistortion: str = 'converged') -> PoseResult:
         """3D poses for given boxes ``[P, 4]`` (x, y, w, h px) or ``[P, 5]`` (+ score); no detector, no
-        plausibility filter (the official ``estimate_poses``)."""
+        plausibility filter (the official ``estimate_poses``). Other arguments as in :meth:`detect_poses`."""
         image = _as_rgb_image(image)
         mapping = self.info.skeleton(skeleton)
         boxes = np.asarray(boxes, np.float32).reshape(-1, np.shape(boxes)[-1] if np.size(boxes) else 4)
@@ -202,11 +228,13 @@ class PoseEstimator:
             raise ValueError(f'boxes must be [P, 4] or [P, 5], got {boxes.shape}')
         return self._estimate(image, boxes, mapping, intrinsic_matrix, distortion_coeffs, distortion_model, camera,
                               extrinsic_matrix, world_up_vector, default_fov_degrees, num_aug, antialias_factor,
-                              False)
+                              False, undistortion)
 
     def _estimate(self, image, boxes, mapping, intrinsic_matrix, distortion_coeffs, distortion_model, camera,
                   extrinsic_matrix, world_up_vector, default_fov_degrees, num_aug, antialias_factor,
-                  suppress) -> PoseResult:
+                  suppress, undistortion='converged') -> PoseResult:
+        antialias_factor = self._check_antialias_factor(antialias_factor)
+        check_undistortion_method(undistortion)
         camera = self._camera(image.shape[:2], camera, intrinsic_matrix, distortion_coeffs, distortion_model,
                               default_fov_degrees)
         boxes = boxes[np.all(np.isfinite(boxes), axis=1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)]
@@ -220,7 +248,8 @@ class PoseEstimator:
             up_cam = extrinsic_matrix[:3, :3] @ np.asarray(world_up_vector, np.float64)
         else:
             up_cam = np.asarray(world_up_vector, np.float64)
-        geometry = crop_geometry(boxes[:, :4], camera, up_cam, self.info.resolution, tta, antialias_factor)
+        geometry = crop_geometry(boxes[:, :4], camera, up_cam, self.info.resolution, tta, antialias_factor,
+                                 undistortion)
         usable = valid_boxes(geometry)
         if not np.all(usable):
             LOGGER.warning('skipping %d box(es) whose crop cannot be formed (outside the lens model\'s valid '
@@ -268,6 +297,17 @@ class PoseEstimator:
             poses3d = poses3d @ cam_to_world[:3, :3].T + cam_to_world[:3, 3]
         return PoseResult(boxes.astype(np.float32), poses3d.astype(np.float32), poses2d.astype(np.float32),
                           uncertainty, mapping.name, list(mapping.joint_names), mapping.edges)
+
+    def _check_antialias_factor(self, requested) -> int:
+        """The graph's factor when ``requested`` is None or equal to it; else ValueError (it is fixed at export)."""
+        if requested is None or requested == self.antialias_factor:
+            return self.antialias_factor
+        raise ValueError(
+            f'antialias_factor {requested!r} requested, but {self.info.path} supersamples its crops with '
+            f'antialias_factor {self.antialias_factor} (fixed when the model is exported). Pass '
+            f'{self.antialias_factor} or None, or export a model with the factor you want: '
+            f'metrabs-ros export CHECKPOINT --antialias-factor {requested} (or import-official ... '
+            f'--antialias-factor {requested}); see docs/export.md')
 
     def _no_people(self, mapping) -> PoseResult:
         num_joints = len(mapping.joint_names)

@@ -25,7 +25,8 @@ def register_commands(subparsers) -> None:
     import importlib
     for module_name in ('metrabs_ros.training.synth.commands', 'metrabs_ros.training.train_commands',
                         'metrabs_ros.training.acae_commands',
-                        'metrabs_ros.training.detector.commands', 'metrabs_ros.gpu.commands'):
+                        'metrabs_ros.training.detector.commands', 'metrabs_ros.training.convert_detector',
+                        'metrabs_ros.gpu.commands'):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -40,6 +41,10 @@ def _add_export_args(p) -> None:
     p.add_argument('--fp16', action='store_true',
                    help='FP16 backbone/head (strongly typed ONNX for TensorRT); warp, soft-argmax and solve stay FP32')
     p.add_argument('--no-parity', action='store_true', help='skip the ONNX Runtime vs PyTorch parity check')
+    p.add_argument('--antialias-factor', type=int, default=1, metavar='F',
+                   help='crop supersampling factor fixed in the graph: render each crop at F x resolution and '
+                        'average-pool FxF (the official antialias_factor; 1 = none, the default; costs F^2 x the '
+                        'warp). See docs/export.md')
 
 
 def cmd_export(args) -> int:
@@ -47,6 +52,7 @@ def cmd_export(args) -> int:
     from metrabs_ros.training.export import contract_metadata, export_for_deployment
 
     graph, config = load_checkpoint(args.checkpoint)
+    graph.set_antialias_factor(args.antialias_factor)
     extra = metadata_from_config(config)
     meta = contract_metadata(graph, name=extra.pop('name', ''), description=extra.pop('description', ''),
                              training=extra.pop('training', ''), joint_edges=extra.pop('joint_edges', ()),
@@ -61,5 +67,5 @@ def cmd_import_official(args) -> int:
     from metrabs_ros.training.import_official import import_official
 
     import_official(args.folder, args.out, fp16=args.fp16, parity=not args.no_parity,
-                    default_skeleton=args.default_skeleton)
+                    default_skeleton=args.default_skeleton, antialias_factor=args.antialias_factor)
     return 0

@@ -58,6 +58,7 @@ def contract_metadata(graph: PoseGraph, name: str = '', description: str = '', t
         'training': training,
         'depth_cube_mm': graph.head.depth_cube_mm,
         'stride': graph.head.stride,
+        'antialias_factor': graph.antialias_factor,
     }
 
 
@@ -122,6 +123,10 @@ def export_pose_model(graph: PoseGraph, path, metadata: Optional[Mapping[str, An
         raise ValueError(f"metadata 'metrabs_ros.contract' must be {CONTRACT_VERSION!r}")
     if int(meta['input_resolution']) != graph.resolution:
         raise ValueError(f"metadata input_resolution {meta['input_resolution']} != graph {graph.resolution}")
+    if int(meta.get('antialias_factor', graph.antialias_factor)) != graph.antialias_factor:
+        raise ValueError(f"metadata antialias_factor {meta['antialias_factor']} != graph {graph.antialias_factor} "
+                         '(set it with PoseGraph.set_antialias_factor)')
+    meta['antialias_factor'] = graph.antialias_factor
 
     graph = graph.eval()
     if inputs is None:

@@ -218,11 +218,16 @@ def load_official_folder(folder, default_skeleton: Optional[str] = None) -> Tupl
 
 
 def import_official(folder, out, fp16: bool = False, parity: bool = True,
-                    default_skeleton: Optional[str] = None, log=print) -> dict:
-    """Official folder → contract ONNX file at `out` (see export_for_deployment for the report)."""
+                    default_skeleton: Optional[str] = None, log=print, antialias_factor: int = 1) -> dict:
+    """Official folder → contract ONNX file at `out` (see export_for_deployment for the report).
+
+    antialias_factor: the graph's crop supersampling factor (the official API's `antialias_factor`, fixed at export
+    here; docs/export.md)."""
     from metrabs_ros.training.export import export_for_deployment
 
     graph, meta = load_official_folder(folder, default_skeleton)
+    graph.set_antialias_factor(antialias_factor)
+    meta['antialias_factor'] = graph.antialias_factor
     log(f'loaded {folder}: {graph.backbone.__class__.__name__}-{graph.backbone.size}, {graph.resolution} px, '
         f'{len(graph.joint_names)} raw joints, {len(meta["skeletons"])} skeletons (default {meta["default_skeleton"]})')
     return export_for_deployment(graph, os.fspath(out), meta, fp16=fp16, parity=parity, log=log)

@@ -33,6 +33,9 @@ class PoseGraph(nn.Module):
       latent_decoder: optional [L, J] affine decoding matrix (ACAE; columns sum to 1): the head predicts L latent
         points, reconstructed in each crop's camera, and the joints are their affine combinations
         (joints_j = Σ_l latents_l · M[l, j]) before the left/right swap and back-rotation.
+      antialias_factor: supersampling factor f of the warp (render each crop at f·res, average-pool f × f; see
+        training.warp). A constant of the exported graph (metadata `antialias_factor`), not a learned parameter and
+        not in the state dict: `set_antialias_factor` before export. Default 1 (no supersampling).
     Precision: `set_compute_dtype(torch.float16)` runs backbone and head convolution in float16; the warp inputs,
     the gamma maps, softmax / soft-argmax, the reconstruction and the 3×3 solve stay float32 (the casts are part
     of the module, so an exported graph carries them: a strongly typed FP16 ONNX graph).
@@ -44,7 +47,7 @@ class PoseGraph(nn.Module):
 
     def __init__(self, backbone: nn.Module, head: MetrabsHead, joint_names: Sequence[str], resolution: int,
                  mix_3d_inside_fov: float = 0.5, border_factor: float = 0.75, ridge: float = 1e-2,
-                 fov_offset_px: float = 0.0, latent_decoder=None):
+                 fov_offset_px: float = 0.0, latent_decoder=None, antialias_factor: int = 1):
         super().__init__()
         if latent_decoder is not None:
             decoder = torch.as_tensor(latent_decoder, dtype=torch.float32)
@@ -69,6 +72,8 @@ class PoseGraph(nn.Module):
         self.ridge = ridge
         self.fov_offset_px = float(fov_offset_px)
         self.compute_dtype = torch.float32
+        self.antialias_factor = 1
+        self.set_antialias_factor(antialias_factor)
         perm = torch.as_tensor(mirror_permutation(self.joint_names), dtype=torch.int64)
         self.register_buffer('mirror_perm', perm, persistent=False)
 
@@ -79,6 +84,13 @@ class PoseGraph(nn.Module):
         self.backbone.to(dtype)
         self.head.to(dtype)
         self.compute_dtype = dtype
+        return self
+
+    def set_antialias_factor(self, factor: int) -> 'PoseGraph':
+        """Supersample the crops f × f (integer f >= 1; 1 = plain warp). Costs f² times the warp's sampling work."""
+        if isinstance(factor, bool) or int(factor) != factor or factor < 1:
+            raise ValueError(f'antialias_factor must be an integer >= 1, got {factor!r}')
+        self.antialias_factor = int(factor)
         return self
 
     @property
@@ -95,7 +107,8 @@ class PoseGraph(nn.Module):
         gammas = torch.zeros_like(crop_rotations[..., 0, 0]) + aug_gammas.to(crop_rotations.dtype)  # [P, A]
         return warp_crops(image, intrinsics, distortion_coeffs, distortion_model,
                           crop_rotations.reshape(-1, 3, 3), crop_intrinsics.reshape(-1, 3, 3),
-                          pyramid_levels.reshape(-1), gammas.reshape(-1), self.resolution)
+                          pyramid_levels.reshape(-1), gammas.reshape(-1), self.resolution,
+                          self.antialias_factor)
 
     def decode_latents(self, points: torch.Tensor) -> torch.Tensor:
         """[N, L, C] latent points → [N, J, C] joints (affine combinations) when the graph has a latent decoder;

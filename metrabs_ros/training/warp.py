@@ -6,6 +6,11 @@ camera frame x right, y down, z forward; `R` maps camera to crop coordinates (`p
 Crop pixel `q` (integer grid 0..res-1) samples the image at `K · distort(π(R.T · K_crop⁻¹ · [q, 1]))`; at
 pyramid level `l` that point becomes `x / 2^l + (1 / 2^l − 1) / 2`. Rays with z ≤ 0 (behind the camera) sample
 zeros.
+
+Anti-aliasing by supersampling (`antialias_factor` f, fixed when the graph is built/exported): the crop is rendered
+at f·res, sample `Q` at crop coordinate `(Q + 0.5) / f − 0.5`, from the pyramid level chosen for that larger
+render, and average-pooled f × f in linear light (before the gamma re-encoding) — the official MeTRAbs scheme
+(`corner_aligned_scale_mat(1/f)`, then `avg_pool2d(f)`). f = 1 is the plain warp.
 """
 import torch
 import torch.nn.functional as F
@@ -80,26 +85,34 @@ def distort_normalized(xy: torch.Tensor, distortion_coeffs: torch.Tensor,
     return torch.stack([torch.where(is_fisheye, x_fe, x_cv), torch.where(is_fisheye, y_fe, y_cv)], dim=-1)
 
 
-def crop_pixel_grid(resolution: int, dtype=torch.float32) -> torch.Tensor:
-    """Homogeneous crop pixel coordinates [res, res, 3]: (column, row, 1)."""
-    coords = torch.arange(resolution, dtype=dtype)
+def crop_pixel_grid(resolution: int, dtype=torch.float32, antialias_factor: int = 1) -> torch.Tensor:
+    """Homogeneous crop pixel coordinates [res, res, 3]: (column, row, 1).
+
+    antialias_factor f > 1: the supersampling grid [f·res, f·res, 3] of crop coordinates (Q + 0.5) / f − 0.5."""
+    f = int(antialias_factor)
+    coords = torch.arange(resolution * f, dtype=dtype)
+    if f > 1:
+        coords = (coords + 0.5) * (1.0 / f) - 0.5
     ys, xs = torch.meshgrid(coords, coords, indexing='ij')
     return torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)
 
 
 def crop_sampling_grid_px(intrinsics: torch.Tensor, distortion_coeffs: torch.Tensor,
                           distortion_model: torch.Tensor, crop_rotations: torch.Tensor,
-                          crop_intrinsics: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+                          crop_intrinsics: torch.Tensor, resolution: int,
+                          antialias_factor: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Full-resolution image pixel sampled by every crop pixel.
 
-    intrinsics [3,3] px; crop_rotations / crop_intrinsics [N,3,3]. Returns (points_px [N, res, res, 2] as (x, y),
-    valid [N, res, res] bool: False where the ray points behind the camera (z ≤ 0) — those must sample zeros).
+    intrinsics [3,3] px; crop_rotations / crop_intrinsics [N,3,3]. Returns (points_px [N, S, S, 2] as (x, y),
+    valid [N, S, S] bool: False where the ray points behind the camera (z ≤ 0) — those must sample zeros), with
+    S = antialias_factor · res (the supersampling grid of crop_pixel_grid).
     """
     dtype = crop_rotations.dtype
+    side = resolution * int(antialias_factor)
     # Ray directions in the camera frame for each crop pixel: R.T · K_crop⁻¹ · [q, 1] (column vectors).
     backproj = crop_rotations.transpose(1, 2) @ inv3(crop_intrinsics.to(dtype))  # [N,3,3]
-    q = crop_pixel_grid(resolution, dtype).reshape(1, resolution * resolution, 3)
-    rays = torch.matmul(q, backproj.transpose(1, 2)).reshape(-1, resolution, resolution, 3)  # [N,res,res,3]
+    q = crop_pixel_grid(resolution, dtype, antialias_factor).reshape(1, side * side, 3)
+    rays = torch.matmul(q, backproj.transpose(1, 2)).reshape(-1, side, side, 3)  # [N,S,S,3]
     z = rays[..., 2]
     ray_norm = torch.sqrt((rays * rays).sum(-1))
     valid = z > 1e-6 * ray_norm
@@ -146,20 +159,27 @@ def pyramid_atlas(levels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tenso
 
 def warp_crops(image_uint8: torch.Tensor, intrinsics: torch.Tensor, distortion_coeffs: torch.Tensor,
                distortion_model: torch.Tensor, crop_rotations: torch.Tensor, crop_intrinsics: torch.Tensor,
-               pyramid_levels: torch.Tensor, crop_gammas: torch.Tensor, resolution: int) -> torch.Tensor:
+               pyramid_levels: torch.Tensor, crop_gammas: torch.Tensor, resolution: int,
+               antialias_factor: int = 1) -> torch.Tensor:
     """Warp N = P·A crops out of one frame.
 
     image_uint8 [H, W, 3] RGB; intrinsics [3,3] px; distortion_coeffs [12]; distortion_model [1];
     crop_rotations, crop_intrinsics [N,3,3]; pyramid_levels int [N] (0..2); crop_gammas [N].
     Returns crops [N, 3, res, res] float32 in [0, 1], gamma-encoded with crop = linear^(gamma/2.2).
+    antialias_factor f (a Python int: a constant of the exported graph): render each crop at f·res and
+    average-pool f × f in linear light; pyramid_levels must then be the levels chosen for the f·res render.
 
     One GridSample covers all crops and levels: the pyramid is packed into one atlas image (pyramid_atlas), each
     crop's sampling points are mapped to its level (selected by exact one-hot weights) and offset into the atlas;
     points that cannot touch their level (and rays behind the camera) are sent outside the atlas (zeros). The N
     grids are stacked along the height of a batch-1 grid [1, N·res, res, 2], so the image is never copied per crop.
     """
+    f = int(antialias_factor)
+    if f < 1:
+        raise ValueError(f'antialias_factor must be an integer >= 1, got {antialias_factor}')
+    side = resolution * f
     points_px, valid = crop_sampling_grid_px(
-        intrinsics, distortion_coeffs, distortion_model, crop_rotations, crop_intrinsics, resolution)
+        intrinsics, distortion_coeffs, distortion_model, crop_rotations, crop_intrinsics, resolution, f)
     levels = build_pyramid(linearize_gamma(image_uint8))
     atlas, offsets, sizes = pyramid_atlas(levels)
     dtype = points_px.dtype
@@ -176,8 +196,11 @@ def warp_crops(image_uint8: torch.Tensor, intrinsics: torch.Tensor, distortion_c
     # align_corners=True: -1 and +1 are the centres of the first and last pixel.
     scale = torch.stack([2.0 / (torch.as_tensor(width, dtype=dtype) - 1.0),
                          2.0 / (torch.as_tensor(height, dtype=dtype) - 1.0)])
-    grid = (pts * scale - 1.0).reshape(1, -1, resolution, 2)  # [1, N·res, res, 2]
+    grid = (pts * scale - 1.0).reshape(1, -1, side, 2)  # [1, N·S, S, 2]
     sampled = F.grid_sample(atlas, grid, mode='bilinear', padding_mode='zeros', align_corners=True)
+    if f > 1:
+        # Each crop fills f·res rows of the stacked grid, so the f × f blocks never straddle two crops.
+        sampled = F.avg_pool2d(sampled, kernel_size=f, stride=f)  # [1, 3, N·res, res]
     result = sampled.reshape(3, -1, resolution, resolution).transpose(0, 1)  # [N,3,res,res]
     exponent = (crop_gammas.to(result.dtype) / GAMMA_LINEAR).reshape(-1, 1, 1, 1)
     return torch.pow(torch.clamp(result, 0.0, 1.0), exponent)
