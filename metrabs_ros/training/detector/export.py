@@ -96,9 +96,16 @@ def detect_torch(model: PersonCenterNet, image_rgb_u8, side: int, top_k: int = 1
     """The whole exported computation in torch: frame -> (boxes_xyxy_px float32 [K, 4] original pixels, scores
     [K]). Used for validation during training and as the reference of the parity check."""
     model.eval()
-    device = next(model.parameters()).device
+    return detect_torch_canvas(CanvasNetwork(model, top_k), image_rgb_u8, side)
+
+
+@torch.no_grad()
+def detect_torch_canvas(network: nn.Module, image_rgb_u8, side: int):
+    """:func:`detect_torch` for any canvas network (see :func:`build_canvas_detector_onnx`)."""
+    network.eval()
+    device = next(network.parameters()).device
     canvas, (sx, sy) = letterbox_torch(image_rgb_u8, side)
-    boxes, scores = CanvasNetwork(model, top_k)(canvas.to(device))
+    boxes, scores = network(canvas.to(device))
     boxes = boxes.cpu().double() / torch.tensor([sx, sy, sx, sy], dtype=torch.float64)
     return boxes.numpy().astype(np.float32), scores.cpu().numpy().astype(np.float32)
 
@@ -110,21 +117,33 @@ def _fused(model: nn.Module) -> nn.Module:
 
 def build_detector_onnx(model: PersonCenterNet, side: int, top_k: int = 100, metadata: dict | None = None,
                         fuse: bool = True):
-    """The contract graph as an ``onnx.ModelProto`` (network exported by the TorchScript exporter for a fixed
-    ``[1, 3, side, side]`` canvas, letterbox and box mapping added with ``onnx.helper``)."""
+    """The contract graph of a :class:`PersonCenterNet` as an ``onnx.ModelProto`` (see
+    :func:`build_canvas_detector_onnx`)."""
+    network = CanvasNetwork(_fused(model) if fuse else model.eval(), top_k).eval()
+    meta = {'out_stride': str(model.out_stride)}
+    meta.update(metadata or {})
+    return build_canvas_detector_onnx(network, side, meta, producer='metrabs_ros.training.detector')
+
+
+def build_canvas_detector_onnx(network: nn.Module, side: int, metadata: dict | None = None,
+                               producer: str = 'metrabs_ros'):
+    """The native detector contract around any canvas network (``[1, 3, side, side]`` RGB 0..255 canvas ->
+    ``(boxes [K, 4] canvas px, scores [K])``): the network is exported by the TorchScript exporter for the fixed
+    canvas, the letterbox and the box mapping back to image pixels are added with ``onnx.helper``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     if side % 32:
         raise ValueError(f'input side must be a multiple of 32, got {side}')
-    network = CanvasNetwork(_fused(model) if fuse else model.eval(), top_k).eval()
+    network = network.eval()
     buffer = io.BytesIO()
+    canvas = torch.zeros(1, 3, side, side)
     with torch.no_grad():
-        torch.onnx.export(network, torch.zeros(1, 3, side, side), buffer, input_names=['lb_canvas'],
+        num_out = int(network(canvas)[1].shape[0])      # the exporter may leave the TopK length symbolic
+        torch.onnx.export(network, canvas, buffer, input_names=['lb_canvas'],
                           output_names=['lb_boxes', 'scores'], opset_version=OPSET, dynamo=False)
     net = onnx.load_from_string(buffer.getvalue())
     graph = net.graph
-    num_out = int(graph.output[1].type.tensor_type.shape.dim[0].dim_value)
 
     def const(name, array):
         return numpy_helper.from_array(np.asarray(array), name)
@@ -176,10 +195,10 @@ def build_detector_onnx(model: PersonCenterNet, side: int, top_k: int = 100, met
                  helper.make_tensor_value_info('scores', TensorProto.FLOAT, [num_out])],
         initializer=list(graph.initializer) + initializers)
     onnx_model = helper.make_model(new_graph, opset_imports=[helper.make_opsetid('', OPSET)],
-                                   producer_name='metrabs_ros.training.detector')
+                                   producer_name=producer)
     onnx_model.ir_version = net.ir_version
     meta = {CONTRACT_KEY: DETECTOR_CONTRACT, 'input_side': str(side), 'top_k': str(num_out),
-            'out_stride': str(model.out_stride), 'letterbox': LETTERBOX_NOTE}
+            'letterbox': LETTERBOX_NOTE}
     meta.update({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (metadata or {}).items()})
     for key, value in meta.items():
         entry = onnx_model.metadata_props.add()
@@ -199,8 +218,9 @@ def run_onnx(path_or_bytes, image_rgb_u8, num_threads: int | None = None):
 
 
 def parity_check(path_or_bytes, model: PersonCenterNet, side: int, top_k: int, images, min_score: float = 0.1,
-                 score_tolerance: float = 5e-4, box_tolerance_px: float = 0.1):
-    """Compares ORT on the exported graph with :func:`detect_torch` on each image.
+                 score_tolerance: float = 5e-4, box_tolerance_px: float = 0.1, reference=None):
+    """Compares ORT on the exported graph with :func:`detect_torch` (or ``reference(image) -> (boxes, scores)``)
+    on each image.
 
     Every candidate scoring at least ``min_score`` on one side needs a partner on the other side with a score
     within ``score_tolerance`` and a box within ``box_tolerance_px`` (original pixels). Two cases are excused and
@@ -213,7 +233,7 @@ def parity_check(path_or_bytes, model: PersonCenterNet, side: int, top_k: int, i
     worst_score, worst_box, compared, flips = 0.0, 0.0, 0, 0
     for image in images:  # loop over a few test frames
         ort_out = run_onnx(path_or_bytes, image)
-        ref_out = detect_torch(model, image, side, top_k)
+        ref_out = reference(image) if reference is not None else detect_torch(model, image, side, top_k)
         for (boxes_a, scores_a), (boxes_b, scores_b) in ((ref_out, ort_out), (ort_out, ref_out)):
             strong = np.flatnonzero(scores_a >= min_score)
             if len(strong) == 0:
