@@ -10,6 +10,7 @@ from metrabs_ros.detection import autodetect, formats
 from metrabs_ros.detection.letterbox import boxes_to_original, letterbox
 from metrabs_ros.detection.nms import nms
 from metrabs_ros.detection.session import open_session
+from metrabs_ros.onnx_backend import arena_shrinkage_run_options
 
 
 def to_network_input(padded_rgb, spec: formats.InputSpec, layout: str, dtype) -> np.ndarray:
@@ -121,13 +122,40 @@ class PersonDetector:
             spec = layout.preprocessing
             padded, geometry = letterbox(image_rgb, layout.input_hw, spec.pad_value, spec.placement, spec.rounding)
             feed = to_network_input(padded, spec, layout.input_layout, layout.input_dtype)
-        results = self.session.run(list(layout.output_names), {layout.input_name: feed})
+        run_options = None
+        if layout.format == 'native' and feed.shape != getattr(self, '_last_native_shape', None):
+            # The native contract takes the image at its own size: after a size change, give the memory arena's
+            # chunks of the previous size back (else one 4K frame pins its buffers for good).
+            run_options = arena_shrinkage_run_options(self.session)
+            self._last_native_shape = feed.shape
+        results = self.session.run(list(layout.output_names), {layout.input_name: feed}, run_options)
         return dict(zip(layout.output_names, results)), geometry
 
-    def candidates(self, image_rgb, threshold=0.3):
+    def candidates(self, image_rgb, threshold=0.3, tiles=None):
         """Person candidates before NMS: (boxes_xyxy_px float32 [N, 4] in original pixels, unclipped;
-        scores float32 [N]) with ``score >= threshold``."""
+        scores float32 [N]) with ``score >= threshold``.
+
+        ``tiles`` = (rows, cols) adds a pass on each tile of an overlapping grid (see :func:`tile_regions`) to the
+        whole-frame pass, for people too small for the network's input at full-frame scale: each tile is run like
+        a frame of its own (so it is magnified by about ``min(rows, cols)``), and tile candidates that touch an
+        inner tile edge are dropped (cut people: the whole-frame pass or the neighbouring tile sees them whole).
+        None or (1, 1) = the whole frame only."""
         image_rgb = _check_image(image_rgb)
+        boxes, scores = self._candidates_one_pass(image_rgb, threshold)
+        rows, cols = tiles if tiles else (1, 1)
+        if rows * cols <= 1:
+            return boxes, scores
+        all_boxes, all_scores = [boxes], [scores]
+        height, width = image_rgb.shape[:2]
+        for x0, y0, x1, y1 in tile_regions((height, width), rows, cols):
+            tile_boxes, tile_scores = self._candidates_one_pass(image_rgb[y0:y1, x0:x1], threshold)
+            tile_boxes = tile_boxes + np.array([x0, y0, x0, y0], np.float32)
+            keep = ~touches_inner_edge(tile_boxes, (x0, y0, x1, y1), (height, width))
+            all_boxes.append(tile_boxes[keep])
+            all_scores.append(tile_scores[keep])
+        return np.concatenate(all_boxes), np.concatenate(all_scores)
+
+    def _candidates_one_pass(self, image_rgb, threshold):
         outputs, geometry = self._run_network(image_rgb)
         layout = self.layout
         if layout.format == 'native':
@@ -144,15 +172,74 @@ class PersonDetector:
                                                    layout.person_class, threshold)
         return boxes_to_original(boxes, geometry), scores
 
-    def detect(self, image_rgb, threshold=0.3, nms_iou_threshold=0.7, max_detections=-1) -> np.ndarray:
+    def detect(self, image_rgb, threshold=0.3, nms_iou_threshold=0.7, max_detections=-1, tiles=None) -> np.ndarray:
         """Person boxes of an RGB uint8 [H, W, 3] frame: float32 [N, 5] = (x, y, w, h, score), original-image
         pixels, clipped to the image, NMS-filtered (IoU > ``nms_iou_threshold`` suppressed), sorted by
-        descending score, at most ``max_detections`` (< 0 = unlimited), ``score >= threshold``."""
+        descending score, at most ``max_detections`` (< 0 = unlimited), ``score >= threshold``. ``tiles``: see
+        :meth:`candidates` (small-people pass)."""
         image_rgb = _check_image(image_rgb)
-        boxes, scores = self.candidates(image_rgb, threshold)
+        boxes, scores = self.candidates(image_rgb, threshold, tiles=tiles)
         return boxes_xyxy_to_result(boxes, scores, image_rgb.shape[:2], nms_iou_threshold, max_detections)
 
     __call__ = detect
+
+
+TILE_OVERLAP = 0.2
+EDGE_MARGIN_PX = 2.0
+
+
+def parse_tiles(value):
+    """'off' / '' / None / 0 -> None; 'RxC' (e.g. '2x2') or an int N (N x N) or a pair -> (rows, cols)."""
+    if value in (None, '', 'off', 0, '0', (1, 1), '1x1'):
+        return None
+    if isinstance(value, str):
+        parts = value.lower().split('x')
+        if len(parts) == 1:
+            parts = parts * 2
+        try:
+            rows, cols = (int(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"detector tiles must be 'off' or ROWSxCOLS like '2x2', got {value!r}") from None
+    elif isinstance(value, int):
+        rows = cols = value
+    else:
+        rows, cols = (int(v) for v in value)
+    if not (1 <= rows <= 8 and 1 <= cols <= 8):
+        raise ValueError(f'detector tiles must be between 1x1 and 8x8, got {rows}x{cols}')
+    return None if rows * cols == 1 else (rows, cols)
+
+
+def tile_regions(image_hw, rows, cols, overlap=TILE_OVERLAP):
+    """Integer pixel regions (x0, y0, x1, y1) of a ``rows x cols`` grid covering the image, neighbours
+    overlapping by ``overlap`` of a tile's size (so that a person cut by one tile's edge lies whole in the
+    neighbour when it is smaller than the overlap)."""
+    height, width = image_hw
+
+    def spans(size, n):
+        if n == 1:
+            return [(0, size)]
+        tile = size / (n - (n - 1) * overlap)
+        step = tile * (1 - overlap)
+        return [(int(round(i * step)), min(size, int(round(i * step + tile)))) for i in range(n)]
+
+    return [(x0, y0, x1, y1) for y0, y1 in spans(height, rows) for x0, x1 in spans(width, cols)]
+
+
+def touches_inner_edge(boxes_xyxy, region, image_hw, margin_px=EDGE_MARGIN_PX):
+    """bool [N]: a box reaches (within ``margin_px``) an edge of ``region`` that is not an image border."""
+    x0, y0, x1, y1 = region
+    height, width = image_hw
+    b = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
+    result = np.zeros(len(b), bool)
+    if x0 > 0:
+        result |= b[:, 0] <= x0 + margin_px
+    if y0 > 0:
+        result |= b[:, 1] <= y0 + margin_px
+    if x1 < width:
+        result |= b[:, 2] >= x1 - margin_px
+    if y1 < height:
+        result |= b[:, 3] >= y1 - margin_px
+    return result
 
 
 def _check_image(image_rgb):
