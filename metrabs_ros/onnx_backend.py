@@ -45,6 +45,24 @@ def select_providers(backend: str = 'auto') -> List[str]:
     return [p for p in wanted if p in available] or ['CPUExecutionProvider']
 
 
+def arena_shrinkage_run_options(session):
+    """``onnxruntime.RunOptions`` that return the memory arena's free chunks to the system at the end of a run.
+
+    ONNX Runtime's arena (BFC) keeps every chunk it ever allocated: one oversize input (e.g. a 3840x2160 frame
+    into a detector that takes the full image) would pin that much memory for the rest of the process. Pass these
+    options to ``session.run`` when the input size changes (not on every run: same-size runs reuse the arena)."""
+    import onnxruntime
+    options = onnxruntime.RunOptions()
+    devices = ['cpu:0']
+    try:
+        if 'CUDAExecutionProvider' in session.get_providers():
+            devices.append('gpu:0')
+    except Exception:  # session-like objects without providers
+        pass
+    options.add_run_config_entry('memory.enable_memory_arena_shrinkage', ';'.join(devices))
+    return options
+
+
 def create_session(path, providers: Optional[Sequence[str]] = None, num_threads: Optional[int] = None,
                    backend: str = 'auto'):
     """An ``onnxruntime.InferenceSession`` for the model at ``path`` with full graph optimisation.
