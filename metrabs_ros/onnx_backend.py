@@ -49,8 +49,8 @@ def arena_shrinkage_run_options(session):
     """``onnxruntime.RunOptions`` that return the memory arena's free chunks to the system at the end of a run.
 
     ONNX Runtime's arena (BFC) keeps every chunk it ever allocated: one oversize input (e.g. a 3840x2160 frame
-    into a detector that takes the full image) would pin that much memory for the rest of the process. Pass these
-    options to ``session.run`` when the input size changes (not on every run: same-size runs reuse the arena)."""
+    into a detector that takes the full image) would pin that much memory for the rest of the process. Use these
+    options only now and then (see :class:`ArenaShrinkPolicy`): same-size runs should reuse the arena."""
     import onnxruntime
     options = onnxruntime.RunOptions()
     devices = ['cpu:0']
@@ -61,6 +61,34 @@ def arena_shrinkage_run_options(session):
         pass
     options.add_run_config_entry('memory.enable_memory_arena_shrinkage', ';'.join(devices))
     return options
+
+
+class ArenaShrinkPolicy:
+    """When to shrink the arena of a session whose input size varies: once ``patience`` runs in a row had inputs of
+    at most half the largest input since the last shrink (an oversize burst is over). Alternating sizes (a full
+    frame plus smaller tiles every frame) never trigger it, so steady work keeps its arena."""
+
+    def __init__(self, session, patience: int = 3):
+        self.session = session
+        self.patience = int(patience)
+        self.peak_elements = 0
+        self.small_runs = 0
+        self.shrinks = 0
+        self._options = None
+
+    def run_options(self, num_elements: int):
+        """RunOptions for the next run of an input with ``num_elements`` elements (None = no shrink)."""
+        if num_elements >= self.peak_elements:
+            self.peak_elements, self.small_runs = int(num_elements), 0
+            return None
+        self.small_runs = self.small_runs + 1 if 2 * num_elements <= self.peak_elements else 0
+        if self.small_runs < self.patience:
+            return None
+        self.peak_elements, self.small_runs = int(num_elements), 0
+        self.shrinks += 1
+        if self._options is None:
+            self._options = arena_shrinkage_run_options(self.session)
+        return self._options
 
 
 def create_session(path, providers: Optional[Sequence[str]] = None, num_threads: Optional[int] = None,

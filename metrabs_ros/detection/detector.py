@@ -10,7 +10,7 @@ from metrabs_ros.detection import autodetect, formats
 from metrabs_ros.detection.letterbox import boxes_to_original, letterbox
 from metrabs_ros.detection.nms import nms
 from metrabs_ros.detection.session import open_session
-from metrabs_ros.onnx_backend import arena_shrinkage_run_options
+from metrabs_ros.onnx_backend import ArenaShrinkPolicy
 
 
 def to_network_input(padded_rgb, spec: formats.InputSpec, layout: str, dtype) -> np.ndarray:
@@ -123,11 +123,12 @@ class PersonDetector:
             padded, geometry = letterbox(image_rgb, layout.input_hw, spec.pad_value, spec.placement, spec.rounding)
             feed = to_network_input(padded, spec, layout.input_layout, layout.input_dtype)
         run_options = None
-        if layout.format == 'native' and feed.shape != getattr(self, '_last_native_shape', None):
-            # The native contract takes the image at its own size: after a size change, give the memory arena's
-            # chunks of the previous size back (else one 4K frame pins its buffers for good).
-            run_options = arena_shrinkage_run_options(self.session)
-            self._last_native_shape = feed.shape
+        if layout.format == 'native':
+            # The native contract takes the image at its own size: once oversize frames are over, give the memory
+            # arena's chunks back (else one 4K frame pins its buffers for good).
+            if getattr(self, '_arena_policy', None) is None:
+                self._arena_policy = ArenaShrinkPolicy(self.session)
+            run_options = self._arena_policy.run_options(feed.size)
         results = self.session.run(list(layout.output_names), {layout.input_name: feed}, run_options)
         return dict(zip(layout.output_names, results)), geometry
 
