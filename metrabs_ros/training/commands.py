@@ -53,7 +53,7 @@ def cmd_export(args) -> int:
     from metrabs_ros.training.export import contract_metadata, export_for_deployment
 
     graph, config = load_checkpoint(args.checkpoint)
-    graph.set_antialias_factor(args.antialias_factor)
+    graph.set_antialias_factor(getattr(args, 'antialias_factor', 1))
     extra = metadata_from_config(config)
     meta = contract_metadata(graph, name=extra.pop('name', ''), description=extra.pop('description', ''),
                              training=extra.pop('training', ''), joint_edges=extra.pop('joint_edges', ()),
@@ -68,5 +68,5 @@ def cmd_import_official(args) -> int:
     from metrabs_ros.training.import_official import import_official
 
     import_official(args.folder, args.out, fp16=args.fp16, parity=not args.no_parity,
-                    default_skeleton=args.default_skeleton, antialias_factor=args.antialias_factor)
+                    default_skeleton=args.default_skeleton, antialias_factor=getattr(args, 'antialias_factor', 1))
     return 0
