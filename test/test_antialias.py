@@ -300,3 +300,26 @@ def test_models_without_the_metadata_key_do_not_supersample(fixture_pose_model, 
         estimator = PoseEstimator(embedded, colour_key_detector, backend='cpu', num_threads=1)
         assert estimator.antialias_factor == 1
         assert len(estimator.estimate_poses(image, boxes)) == 1
+
+
+def test_export_command_fixes_the_factor_and_info_shows_it(tmp_path, capsys):
+    import argparse
+
+    import onnx
+    from metrabs_ros.cli import main
+    from metrabs_ros.training.checkpoint import save_checkpoint
+    from metrabs_ros.training.commands import cmd_export
+    graph, meta = build_random_pose_graph(RES, 'smpl_24', 0, False, True)
+    config = {'backbone': 'tiny', 'backbone_options': {'out_channels': 64, 'coord_channels': True},
+              'resolution': RES, 'joint_names': list(graph.joint_names), 'joint_edges': meta['joint_edges'],
+              'skeletons': meta['skeletons'], 'default_skeleton': meta['default_skeleton'], 'name': 'aa'}
+    checkpoint = save_checkpoint(os.fspath(tmp_path / 'model.pt'), graph, config)
+    out = os.fspath(tmp_path / 'model_f2.onnx')
+    assert cmd_export(argparse.Namespace(checkpoint=checkpoint, out=out, fp16=False, no_parity=False,
+                                         antialias_factor=2)) == 0
+    assert 'parity: max' in capsys.readouterr().out
+    model = onnx.load(out)
+    assert {p.key: p.value for p in model.metadata_props}['antialias_factor'] == '2'
+    assert 'AveragePool' in {node.op_type for node in model.graph.node}
+    assert main(['info', out]) == 0
+    assert 'antialias factor (crop supersampling, fixed at export): 2' in capsys.readouterr().out
