@@ -10,7 +10,8 @@ setup(
     license='MIT',
     python_requires='>=3.10',
     packages=find_packages(include=['metrabs_ros', 'metrabs_ros.*']),
-    package_data={'metrabs_ros': ['models/*.onnx', 'models/*.md', 'models/*.npz']},
+    package_data={'metrabs_ros': ['models/*.onnx', 'models/*.md', 'models/*.npz', 'models/NOTICE',
+                                  'models/licenses/*.txt']},
     install_requires=['numpy>=1.24', 'onnxruntime>=1.17', 'opencv-python-headless>=4.8'],
     extras_require={
         'train': ['torch>=2.2', 'onnx>=1.15', 'anny==0.6.2', 'pybullet>=3.2', 'numba>=0.60', 'scikit-image>=0.22'],

@@ -75,18 +75,20 @@ class NanoDet(nn.Module):
     """Normalised BGR [N, 3, H, W] (H, W multiples of 32) -> per level (strides 8, 16, 32):
     (class probabilities [N, 80, h, w], box-distribution logits [N, 44, h, w])."""
 
-    def __init__(self):
+    def __init__(self, width: float = 1.0):
+        """``width`` scales every channel count (1 = the released model; small values build test fixtures)."""
         super().__init__()
-        self.stem = _conv(3, 32, stride=2)
-        cin, stages = 32, []
-        for index, (channels, units) in enumerate(STAGES):
+        scaled = [max(2, int(round(c * width)) // 2 * 2) for c, _ in STAGES]
+        neck = max(2, int(round(NECK_CHANNELS * width)))
+        self.stem = _conv(3, scaled[0], stride=2)
+        cin, stages = scaled[0], []
+        for index, (channels, (_, units)) in enumerate(zip(scaled, STAGES)):
             stages.append(CspStage(cin, channels, units, stride=1 if index == 0 else 2))
             cin = 2 * channels
         self.stages = nn.ModuleList(stages)
-        self.laterals = nn.ModuleList(nn.Conv2d(2 * c, NECK_CHANNELS, 1) for c, _ in STAGES[1:])
-        self.head_convs = nn.ModuleList(_conv(NECK_CHANNELS, NECK_CHANNELS) for _ in STRIDES)
-        self.head_outputs = nn.ModuleList(nn.Conv2d(NECK_CHANNELS, NUM_CLASSES + 4 * (REG_MAX + 1), 1)
-                                          for _ in STRIDES)
+        self.laterals = nn.ModuleList(nn.Conv2d(2 * c, neck, 1) for c in scaled[1:])
+        self.head_convs = nn.ModuleList(_conv(neck, neck) for _ in STRIDES)
+        self.head_outputs = nn.ModuleList(nn.Conv2d(neck, NUM_CLASSES + 4 * (REG_MAX + 1), 1) for _ in STRIDES)
 
     def forward(self, x):
         x = F.max_pool2d(F.pad(_leaky(self.stem(x)), (1, 1, 1, 1), value=float('-inf')), 3, 2)
@@ -180,7 +182,7 @@ def nanodet_state_from_tfjs(graph) -> Tuple[Dict[str, torch.Tensor], Dict[str, s
         for reference in node.get('input', []):
             consumers.setdefault(reference.split(':')[0], []).append(node)
     conv_nodes = sorted((n for n in graph.nodes if n['op'] == 'Conv2D'), key=lambda n: _conv_number(n['name']))
-    model = NanoDet()
+    model = NanoDet(width=graph_width(graph, conv_nodes))
     targets = model.convs_in_source_order()
     names = {id(module): name for name, module in model.named_modules()}
     if len(conv_nodes) != len(targets):
@@ -215,9 +217,18 @@ def nanodet_state_from_tfjs(graph) -> Tuple[Dict[str, torch.Tensor], Dict[str, s
     return state, provenance
 
 
+def graph_width(graph, conv_nodes=None) -> float:
+    """The channel multiplier of a source graph: its stem convolution's output channels / 32."""
+    conv_nodes = conv_nodes or sorted((n for n in graph.nodes if n['op'] == 'Conv2D'),
+                                      key=lambda n: _conv_number(n['name']))
+    if not conv_nodes:
+        raise ValueError(f'{graph.source}: no Conv2D nodes (not a NanoDet graph)')
+    return graph.weights[conv_nodes[0]['input'][1]].shape[3] / STAGES[0][0]
+
+
 def load_nanodet_from_tfjs(graph) -> NanoDet:
     state, _ = nanodet_state_from_tfjs(graph)
-    model = NanoDet()
+    model = NanoDet(width=graph_width(graph))
     model.load_state_dict(state, strict=True)
     return model.eval()
 
