@@ -31,6 +31,20 @@ class CameraInfoError(ValueError):
     """The CameraInfo cannot describe the image (invalid intrinsics, distortion or size)."""
 
 
+class UncalibratedCameraInfo(CameraInfoError):
+    """The CameraInfo is the standard "uncalibrated" one (K, or P for rectified images, all zeros): the camera
+    driver has no calibration. Treat it like a missing CameraInfo (field-of-view guess), not as bad input."""
+
+
+def is_uncalibrated(info, use_rectified: bool = False) -> bool:
+    """True when the intrinsics of ``info`` are all zeros (what camera drivers publish without a calibration)."""
+    try:
+        values = np.asarray(info.p if use_rectified else info.k, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return False
+    return values.size > 0 and bool(np.all(values == 0.0))
+
+
 def is_rectified_topic(topic_name: str) -> bool:
     """True for image topics that carry rectified images by ROS convention (``image_rect``, ``image_rect_color``,
     ``.../rect/...``), also with a transport suffix such as ``/compressed``."""
@@ -57,9 +71,14 @@ def camera_model_from_camera_info(info, image_hw: Optional[Sequence[int]] = None
       image_hw: (height, width) of the image in pixels, to check that the CameraInfo belongs to it.
       use_rectified: the image is rectified: intrinsics from ``P[:3, :3]``, no distortion.
     Raises:
+      UncalibratedCameraInfo: K (P with ``use_rectified``) is all zeros: no calibration (a subclass of
+        CameraInfoError).
       CameraInfoError: NaN/inf or non-positive focal lengths, a ``D`` whose length does not fit the distortion
         model, an unknown distortion model, or a size that does not match the image.
     """
+    if is_uncalibrated(info, use_rectified):
+        what = 'p' if use_rectified else 'k'
+        raise UncalibratedCameraInfo(f'CameraInfo.{what} is all zeros (uncalibrated camera)')
     binning_x = max(int(getattr(info, 'binning_x', 0) or 0), 1)
     binning_y = max(int(getattr(info, 'binning_y', 0) or 0), 1)
     roi = getattr(info, 'roi', None)

@@ -1,8 +1,9 @@
 """ROS 2 node ``pose_node``: images (+ CameraInfo) in, metric absolute 3D human poses out.
 
 Topics (relative names: remap them, or push the node into a namespace):
-  subscribes ``image`` (sensor_msgs/Image) or, with ``compressed:=true``, ``image/compressed``
-             (sensor_msgs/CompressedImage), and ``camera_info`` (sensor_msgs/CameraInfo);
+  subscribes ``image`` (sensor_msgs/Image) or, with ``compressed:=true``, ``<resolved image>/compressed``
+             (sensor_msgs/CompressedImage: ``-r image:=/cam/image_raw`` gives ``/cam/image_raw/compressed``), and
+             ``camera_info`` (sensor_msgs/CameraInfo);
   publishes  ``poses3d`` (metrabs_ros/Poses3D, METRES, image stamp + optical frame_id),
              ``markers`` (visualization_msgs/MarkerArray), ``debug_image`` (sensor_msgs/Image, optional),
              ``/diagnostics`` (diagnostic_msgs/DiagnosticArray: fps, latency p50/p95, drops, backend).
@@ -19,6 +20,21 @@ Bad input (unsupported encoding, truncated data, empty image, NaN/zero intrinsic
 never stops the node: the frame is skipped and the reason logged (throttled per reason) and counted. A missing
 or corrupt model file ends the node at start-up with exit code 1.
 
+Timing: ``queue_time_s`` and ``inference_time_s`` are measured on the steady clock (right under ``use_sim_time``);
+``latency_s`` = ROS time at publication - image stamp, NaN (and left out of the diagnostics percentiles, counted
+in ``latency_skipped``) when the stamp is 0, the ROS clock reads 0 (sim time without ``/clock``) or the two are more
+than an hour apart. ``/diagnostics`` runs on the steady clock.
+
+An uncalibrated CameraInfo (K all zeros, what drivers publish without a calibration) is treated like a missing
+one: FOV guess, and ``/diagnostics`` says so. The library's Python logging (e.g. a GPU backend falling back to the
+CPU) goes to the node's ROS logger and ``/rosout``.
+
+Optional outputs (start-up parameters, off by default): person TF frames on ``/tf`` (``publish_tf``) and the
+ROS4HRI body interface (``publish_hri``): see :mod:`metrabs_ros.ros.person_outputs` and docs/ros.md.
+
+Shutdown: Ctrl-C / SIGTERM (also twice) stops the worker before the context goes, nothing is published after it,
+exit code 0 (:mod:`metrabs_ros.ros.shutdown`). A managed (lifecycle) variant: ``pose_lifecycle_node``.
+
 Run: ``ros2 run metrabs_ros pose_node --ros-args -p model_path:=/path/model.onnx -r image:=/camera/image_raw``
 (or ``python -m metrabs_ros.ros.pose_node ...``); parameters: config/pose.yaml and :data:`PARAMETERS`.
 """
@@ -26,6 +42,7 @@ Run: ``ros2 run metrabs_ros pose_node --ros-args -p model_path:=/path/model.onnx
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import math
 import sys
@@ -104,7 +121,16 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   0.0, 3600.0, dynamic=True),
     ParameterSpec('publish_debug_image', False, "publish the image with the 2D skeletons drawn on 'debug_image'",
                   dynamic=True),
-    ParameterSpec('diagnostics_period_s', 1.0, "period of the '/diagnostics' status", 0.1, 60.0),
+    ParameterSpec('diagnostics_period_s', 1.0, "period of the '/diagnostics' status (steady clock: also without "
+                  '/clock under use_sim_time)', 0.1, 60.0),
+    # --- person TF frames and ROS4HRI (start-up only; need tf2_msgs / hri_msgs installed)
+    ParameterSpec('publish_tf', False, "publish one TF frame per tracked person on '/tf' (tf2_msgs): child "
+                  '<tf_frame_prefix><id> at the root joint, parent = the image\'s optical frame'),
+    ParameterSpec('tf_frame_prefix', 'person_', 'name prefix of the person TF frames (frame = prefix + track id)'),
+    ParameterSpec('publish_hri', False, 'publish the ROS4HRI (REP-155) body interface (hri_msgs): '
+                  '/humans/bodies/tracked, /humans/bodies/<id>/skeleton2d and /roi, TF frames body_<id>'),
+    ParameterSpec('hri_body_id_prefix', 'b', 'ROS4HRI body id = prefix + track id (a ROS name token must not start '
+                  'with a digit)'),
 )
 PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
 
@@ -235,26 +261,46 @@ def stamp_to_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def latency_skip_reason(stamp_ns: int, now_ns: int, max_abs_latency_s: float = 3600.0) -> Optional[str]:
+    """Why ``now - stamp`` is not a latency (None: it is one): ``stamp_zero`` (the image has no stamp),
+    ``no_ros_time`` (the ROS clock reads 0: use_sim_time without /clock yet) or ``clock_mismatch`` (the stamp is
+    more than ``max_abs_latency_s`` away from the node's clock, e.g. camera stamps from another clock)."""
+    if stamp_ns == 0:
+        return 'stamp_zero'
+    if now_ns == 0:
+        return 'no_ros_time'
+    if abs(now_ns - stamp_ns) > max_abs_latency_s * 1e9:
+        return 'clock_mismatch'
+    return None
+
+
 # ----------------------------------------------------------------------------------------------------------
 class StartupError(RuntimeError):
     """The node cannot start (model missing/corrupt, invalid start-up parameter)."""
 
 
-def _make_node_class():
-    """The rclpy Node subclass (defined lazily so that importing this module needs no rclpy)."""
-    from rclpy.node import Node
+def _make_node_class(base=None):
+    """The rclpy node class (defined lazily so that importing this module needs no rclpy). ``base``: the rclpy
+    class to derive from (default ``rclpy.node.Node``; :mod:`pose_lifecycle_node` passes ``LifecycleNode``)."""
+    if base is None:
+        from rclpy.node import Node as base
 
-    class PoseNode(Node):
-        """See the module docstring."""
+    class PoseNode(base):
+        """See the module docstring. Life cycle of the ROS interfaces (the lifecycle variant calls these from its
+        transitions): :meth:`load_models` -> :meth:`create_outputs` -> :meth:`create_inputs` (subscriptions,
+        worker, diagnostics timer) ... :meth:`destroy_inputs` -> :meth:`destroy_outputs` -> :meth:`close`."""
 
         def __init__(self, node_name: str = 'pose_node', **kwargs):
             super().__init__(node_name, **kwargs)
+            # the library's logging (backend fallbacks, skipped boxes, ...) goes to this node's ROS logger
+            self._undo_library_logging = forward_library_logging(self.get_logger())
             self._throttle = LogThrottle(5.0)
             self._stats_lock = threading.Lock()
             self._latencies_s = collections.deque(maxlen=600)
             self._inference_s = collections.deque(maxlen=600)
             self._publish_times = collections.deque(maxlen=2000)
             self._skipped = collections.Counter()
+            self._latency_skipped = collections.Counter()
             self._processed = 0
             self._published = 0
             self._last_error = ''
@@ -268,14 +314,23 @@ def _make_node_class():
             self._camera_infos = CameraInfoCache()
             self._worker = None
             self._stop = threading.Event()
+            self._publish_lock = threading.Lock()
+            self._inputs = []
+            self._outputs = []
+            self._timers = []
+            self.tf_publisher = None
+            self.hri_bodies = None
+            self.image_subscription = self.camera_info_subscription = None
             self.estimator = None
             try:
                 self._declare_parameters()
             except StartupError as error:
                 self.get_logger().fatal(f'cannot start: {error}')
+                self.close()
                 self.destroy_node()
                 raise
             self._params = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+            self.add_on_set_parameters_callback(self._on_set_parameters)
 
         # --- parameters ---------------------------------------------------------------------------------
         def _declare_parameters(self):
@@ -320,12 +375,12 @@ def _make_node_class():
         # --- start-up -----------------------------------------------------------------------------------
         def start(self):
             """Load the models, create the ROS interfaces and start the worker (raises StartupError)."""
-            from diagnostic_msgs.msg import DiagnosticArray
-            from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
-            from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-            from visualization_msgs.msg import MarkerArray
+            self.load_models()
+            self.create_outputs()
+            self.create_inputs()
 
-            from metrabs_ros.msg import Poses3D
+        def load_models(self):
+            """Load (and warm up) the models; check the skeleton parameter against them (raises StartupError)."""
             p = self._params
             self._load_estimator(p)
             if p['skeleton']:
@@ -333,13 +388,27 @@ def _make_node_class():
                                              self.estimator.skeleton_names)
                 if problem:
                     raise StartupError(problem)
-            self.add_on_set_parameters_callback(self._on_set_parameters)
 
-            if p['qos'] == 'reliable':
-                input_qos = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.RELIABLE,
-                                       history=QoSHistoryPolicy.KEEP_LAST)
-            else:
-                input_qos = qos_profile_sensor_data
+        def image_topic(self) -> str:
+            """The topic the image subscription uses. With ``compressed``: ``<resolved image topic>/compressed``
+            (image_transport's naming), so ``-r image:=/cam/image_raw`` gives ``/cam/image_raw/compressed``; an
+            explicit remap of ``image/compressed`` still wins."""
+            if not self._params['compressed']:
+                return self.resolve_topic_name('image')
+            remapped = self.resolve_topic_name('image/compressed')
+            if remapped != self.resolve_topic_name('image/compressed', only_expand=True):
+                return remapped
+            return self.resolve_topic_name('image').rstrip('/') + '/compressed'
+
+        def create_outputs(self):
+            """Publishers (poses3d, markers, debug_image, /diagnostics; /tf and the ROS4HRI topics when enabled)."""
+            from diagnostic_msgs.msg import DiagnosticArray
+            from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
+            from sensor_msgs.msg import Image
+            from visualization_msgs.msg import MarkerArray
+
+            from metrabs_ros.msg import Poses3D
+            p = self._params
             output_qos = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE,
                                     history=QoSHistoryPolicy.KEEP_LAST)
             self.poses_publisher = self.create_publisher(Poses3D, 'poses3d', output_qos)
@@ -347,28 +416,90 @@ def _make_node_class():
             self.debug_publisher = self.create_publisher(
                 Image, 'debug_image', QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE))
             self.diagnostics_publisher = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-            if p['compressed']:
-                self.image_subscription = self.create_subscription(
-                    CompressedImage, 'image/compressed', self._on_image, input_qos)
+            self._outputs = [self.poses_publisher, self.markers_publisher, self.debug_publisher,
+                             self.diagnostics_publisher]
+            tf_qos = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
+                                history=QoSHistoryPolicy.KEEP_LAST)
+            if p['publish_tf'] or p['publish_hri']:
+                TFMessage, reason = import_message('tf2_msgs.msg', 'TFMessage')
+                if TFMessage is None:
+                    self.get_logger().warning(
+                        f'publish_tf/publish_hri: the tf2_msgs package is not installed ({reason}); person TF '
+                        f'frames are off (install tf2_msgs, e.g. ros-<distro>-tf2-msgs, or source a ROS install)')
+                else:
+                    self._TFMessage = TFMessage
+                    self.tf_publisher = self.create_publisher(TFMessage, TF_TOPIC, tf_qos)
+                    self._outputs.append(self.tf_publisher)
+            if p['publish_hri']:
+                reason = HriBodies.missing_reason()
+                if reason:
+                    self.get_logger().warning(
+                        f'publish_hri: the hri_msgs package is not installed ({reason}); the ROS4HRI body '
+                        f'topics are off (install hri_msgs, e.g. ros-<distro>-hri-msgs)')
+                else:
+                    self.hri_bodies = HriBodies(self, p['hri_body_id_prefix'], QoSProfile(
+                        depth=10, reliability=QoSReliabilityPolicy.RELIABLE), forget_after_s=max(
+                        float(p['track_max_age_s']), 0.5))
+            self._publish_delete_all()
+
+        def create_inputs(self):
+            """Subscriptions, the inference worker and the diagnostics timer (steady clock: it runs without
+            /clock under use_sim_time)."""
+            from rclpy.clock import Clock, ClockType
+            from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+            from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+            p = self._params
+            if p['qos'] == 'reliable':
+                input_qos = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.RELIABLE,
+                                       history=QoSHistoryPolicy.KEEP_LAST)
             else:
-                self.image_subscription = self.create_subscription(Image, 'image', self._on_image, input_qos)
+                input_qos = qos_profile_sensor_data
+            self._stop = threading.Event()
+            self._mailbox = LatestFrameMailbox()
+            self._first_image_mono = None
+            image_topic = self.image_topic()
+            self.image_subscription = self.create_subscription(
+                CompressedImage if p['compressed'] else Image, image_topic, self._on_image, input_qos)
             self.camera_info_subscription = self.create_subscription(
                 CameraInfo, 'camera_info', self._on_camera_info, input_qos)
-            image_topic = self.image_subscription.topic_name
+            self._inputs = [self.image_subscription, self.camera_info_subscription]
             self._rectified = bool(p['use_rectified'])
             if not self._rectified and is_rectified_topic(image_topic):
                 self._rectified = True
                 self.get_logger().info(f'{image_topic} is a rectified image topic: using CameraInfo.P')
-            self._publish_delete_all()
             self._worker = threading.Thread(target=self._worker_loop, name='pose_inference', daemon=True)
             self._worker.start()
-            self.create_timer(float(p['diagnostics_period_s']), self._publish_diagnostics)
-            self._last_diag = (time.monotonic(), 0)
+            self._timers = [self.create_timer(float(p['diagnostics_period_s']), self._publish_diagnostics,
+                                              clock=Clock(clock_type=ClockType.STEADY_TIME))]
             default_skeleton = self.estimator.validate_skeleton(p['skeleton'])
+            extras = ''.join([', /tf' if self.tf_publisher is not None and p['publish_tf'] else '',
+                              ', /humans/bodies/*' if self.hri_bodies is not None else ''])
             self.get_logger().info(
                 f'ready: {image_topic} ({"CompressedImage" if p["compressed"] else "Image"}, qos {p["qos"]}) + '
                 f'{self.camera_info_subscription.topic_name} -> {self.poses_publisher.topic_name}, '
-                f'{self.markers_publisher.topic_name}; backend {self.backend_name}, skeleton {default_skeleton}')
+                f'{self.markers_publisher.topic_name}{extras}; backend {self.backend_name}, '
+                f'skeleton {default_skeleton}')
+
+        def destroy_inputs(self):
+            """Stop taking images: the worker ends (after its current frame), subscriptions and timers go."""
+            self.request_stop()
+            if self._worker is not None:
+                self._worker.join(timeout=10.0)
+                self._worker = None
+            for timer in self._timers:
+                self.destroy_timer(timer)
+            for subscription in self._inputs:
+                self.destroy_subscription(subscription)
+            self._inputs, self._timers = [], []
+            self.image_subscription = self.camera_info_subscription = None
+
+        def destroy_outputs(self):
+            if self.hri_bodies is not None:
+                self.hri_bodies.close()
+                self.hri_bodies = None
+            for publisher in self._outputs:
+                self.destroy_publisher(publisher)
+            self._outputs, self.tf_publisher = [], None
 
         def _load_estimator(self, p):
             from metrabs_ros.estimator import PoseEstimator
@@ -399,10 +530,10 @@ def _make_node_class():
 
         # --- callbacks (executor thread) ----------------------------------------------------------------
         def _on_image(self, msg):
-            receive_ns = self.get_clock().now().nanoseconds
+            receive_mono_ns = time.monotonic_ns()
             if self._first_image_mono is None:
                 self._first_image_mono = time.monotonic()
-            self._mailbox.put((msg, receive_ns))
+            self._mailbox.put((msg, receive_mono_ns))
 
         def _on_camera_info(self, msg):
             self._camera_infos.add(stamp_to_ns(msg.header.stamp), msg)
@@ -414,14 +545,25 @@ def _make_node_class():
             self._marker_ids = set()
 
         # --- worker -------------------------------------------------------------------------------------
+        def request_stop(self):
+            """Stop the worker at the next frame boundary; frames in flight are not published (safe to call from a
+            signal handler: sets an event and wakes the worker)."""
+            self._stop.set()
+            self._mailbox.close()
+
+        def stopping(self) -> bool:
+            return self._stop.is_set() or not self.context.ok()
+
         def _worker_loop(self):
-            while not self._stop.is_set():
+            while not self.stopping():
                 frame = self._mailbox.take(timeout_s=0.2)
                 if frame is None:
                     continue
                 try:
                     self._process(*frame)
                 except Exception as error:  # never let one frame kill the worker
+                    if self.stopping():     # the context went down under this frame: a normal shutdown
+                        break
                     self._skip('internal_error', f'unexpected {type(error).__name__}: {error}\n'
                                f'{traceback.format_exc()}', level='error')
 
@@ -436,6 +578,15 @@ def _make_node_class():
                 extra = f' ({suppressed} similar messages suppressed)' if suppressed else ''
                 getattr(self.get_logger(), level)(f'frame skipped ({reason}): {message}{extra}')
 
+        def _fov_fallback(self, p, why: str):
+            """No usable CameraInfo: intrinsics from default_fov_degrees (returns None for the estimator)."""
+            self._camera_source = f'fov {p["default_fov_degrees"]} deg ({why})'
+            if self._throttle('fov_fallback: ' + why.split(':')[0]):
+                self.get_logger().warning(
+                    f'{why}: guessing the intrinsics from default_fov_degrees={p["default_fov_degrees"]} (metric '
+                    f'depth will be off if the real field of view differs)')
+            return None
+
         def _camera_for(self, stamp_ns: int, image_hw, p):
             """CameraModel for the image, None for the FOV fallback, or raises _SkipFrame."""
             info, how, delta_ns = self._camera_infos.lookup(
@@ -446,28 +597,25 @@ def _make_node_class():
                     raise _SkipFrame('waiting_for_camera_info',
                                      f'no CameraInfo on {self.camera_info_subscription.topic_name} yet '
                                      f'(waiting up to {p["camera_info_timeout_s"]} s)', 'info')
-                self._camera_source = f'fov {p["default_fov_degrees"]} deg'
-                if self._throttle('fov_fallback'):
-                    self.get_logger().warning(
-                        f'no CameraInfo on {self.camera_info_subscription.topic_name}: guessing the intrinsics '
-                        f'from default_fov_degrees={p["default_fov_degrees"]} (metric depth will be off if the '
-                        f'real field of view differs)')
-                return None
+                return self._fov_fallback(p, f'no CameraInfo on {self.camera_info_subscription.topic_name}')
             if how == 'latest' and self._throttle('camera_info_stamp'):
                 self.get_logger().warning(
                     f'no CameraInfo within {p["camera_info_stamp_tolerance_s"]} s of the image stamp; using the '
                     f'latest one ({delta_ns / 1e9:+.3f} s)')
             try:
                 camera = camera_model_from_camera_info(info, image_hw, self._rectified)
+            except UncalibratedCameraInfo as error:
+                return self._fov_fallback(p, f'{error} on {self.camera_info_subscription.topic_name}')
             except CameraInfoError as error:
                 raise _SkipFrame('invalid_camera_info', str(error)) from error
             self._camera_source = f'camera_info ({how})'
             return camera
 
-        def _process(self, msg, receive_ns: int):
+        def _process(self, msg, receive_mono_ns: int):
+            """One frame. Durations (queue, inference) on the steady clock; latency = ROS time - image stamp."""
             from std_msgs.msg import Header
             p = self._params
-            start_ns = self.get_clock().now().nanoseconds
+            start_mono_ns = time.monotonic_ns()
             stamp_ns = stamp_to_ns(msg.header.stamp)
             try:
                 if p['compressed']:
@@ -490,9 +638,11 @@ def _make_node_class():
                     suppress_implausible_poses=p['suppress_implausible_poses'],
                     antialias_factor=p['antialias_factor'])
             except Exception as error:
+                if self.stopping():
+                    return
                 self._skip('inference_error', f'{type(error).__name__}: {error}', level='error')
                 return
-            end_ns = self.get_clock().now().nanoseconds
+            end_mono_ns = time.monotonic_ns()
             header = Header(stamp=msg.header.stamp, frame_id=p['frame_id'] or msg.header.frame_id)
             if not header.frame_id and self._throttle('empty_frame_id'):
                 self.get_logger().warning("the image has an empty frame_id: RViz cannot place the markers "
@@ -502,29 +652,74 @@ def _make_node_class():
                 person_ids = self._tracker.update(result.poses3d_mm.mean(axis=1), stamp_ns / 1e9, result.boxes)
             else:
                 person_ids = np.arange(len(result))
+            inference_s = (end_mono_ns - start_mono_ns) / 1e9
             poses_msg = result_to_poses3d_msg(result, header, image.shape[:2], person_ids=person_ids, timing_s={
-                'queue_time_s': (start_ns - receive_ns) / 1e9, 'inference_time_s': (end_ns - start_ns) / 1e9})
+                'queue_time_s': (start_mono_ns - receive_mono_ns) / 1e9, 'inference_time_s': inference_s})
             if p['publish_markers']:
                 markers, self._marker_ids = build_marker_array(
                     result, header, person_ids=person_ids, previous_ids=self._marker_ids,
                     lifetime_s=p['marker_lifetime_s'])
-            if p['publish_debug_image'] and self.debug_publisher.get_subscription_count() > 0:
-                from sensor_msgs.msg import Image
+            if self.stopping():     # shutting down: nothing more goes out
+                return
+            try:
+                if p['publish_debug_image'] and self.debug_publisher.get_subscription_count() > 0:
+                    from sensor_msgs.msg import Image
 
-                from metrabs_ros.visualization import draw_poses_2d
-                debug = fill_image_msg(Image(header=header), draw_poses_2d(image, result, ids=person_ids), 'rgb8')
-                self.debug_publisher.publish(debug)
-            publish_ns = self.get_clock().now().nanoseconds
-            poses_msg.latency_s = (publish_ns - stamp_ns) / 1e9
-            self.poses_publisher.publish(poses_msg)
-            if p['publish_markers']:
-                self.markers_publisher.publish(markers)
+                    from metrabs_ros.visualization import draw_poses_2d
+                    debug = fill_image_msg(Image(header=header), draw_poses_2d(image, result, ids=person_ids),
+                                           'rgb8')
+                    self.debug_publisher.publish(debug)
+                now_ns = self.get_clock().now().nanoseconds
+                latency_skip = latency_skip_reason(stamp_ns, now_ns)
+                latency_s = (now_ns - stamp_ns) / 1e9 if latency_skip is None else float('nan')
+                poses_msg.latency_s = latency_s
+                self.poses_publisher.publish(poses_msg)
+                if p['publish_markers']:
+                    self.markers_publisher.publish(markers)
+                self._publish_person_outputs(poses_msg, p)
+            except Exception:
+                if self.stopping():  # the context was shut down while this frame was being published
+                    return
+                raise
+            if latency_skip is not None:
+                self._note_latency_skip(latency_skip)
             with self._stats_lock:
                 self._processed += 1
                 self._published += 1
-                self._latencies_s.append((publish_ns - stamp_ns) / 1e9)
-                self._inference_s.append((end_ns - start_ns) / 1e9)
+                if latency_skip is None:
+                    self._latencies_s.append(latency_s)
+                else:
+                    self._latency_skipped[latency_skip] += 1
+                self._inference_s.append(inference_s)
                 self._publish_times.append(time.monotonic())
+
+        def _note_latency_skip(self, reason: str):
+            if self._throttle(f'latency: {reason}'):
+                text = {'stamp_zero': 'the image stamp is 0 (the camera does not stamp its images)',
+                        'no_ros_time': 'the ROS clock reads 0 (use_sim_time without /clock?)',
+                        'clock_mismatch': "the image stamp is more than an hour away from the node's clock "
+                                          '(stamps from another clock, or use_sim_time mismatch?)'}[reason]
+                self.get_logger().warning(f'{text}: latency not measured for this frame (poses3d.latency_s = '
+                                          f'NaN; counted in /diagnostics latency_skipped)')
+
+        def _publish_person_outputs(self, poses_msg, p):
+            """/tf person frames and the ROS4HRI body topics (each when enabled and its package is installed)."""
+            tracked = [person for person in poses_msg.people if person.id >= 0]
+            if self.tf_publisher is not None:
+                transforms = []
+                if p['publish_tf']:
+                    transforms += root_transforms(poses_msg, [person_frame(p['tf_frame_prefix'], person.id)
+                                                              for person in tracked])
+                if self.hri_bodies is not None:
+                    transforms += root_transforms(poses_msg, [HRI_BODY_FRAME.format(
+                        body_id=hri_body_id(p['hri_body_id_prefix'], person.id)) for person in tracked])
+                if transforms:
+                    self.tf_publisher.publish(self._TFMessage(transforms=transforms))
+            if self.hri_bodies is not None:
+                if len(tracked) != len(poses_msg.people):
+                    poses_msg = copy.copy(poses_msg)
+                    poses_msg.people = tracked
+                self.hri_bodies.publish(poses_msg, time.monotonic())
 
         # --- diagnostics --------------------------------------------------------------------------------
         def diagnostics_values(self) -> Dict[str, str]:
@@ -545,6 +740,9 @@ def _make_node_class():
                     'frames_dropped': str(self._mailbox.dropped),
                     'frames_skipped': str(sum(self._skipped.values())),
                     'skipped_by_reason': ', '.join(f'{k}={v}' for k, v in sorted(self._skipped.items())),
+                    'latency_skipped': str(sum(self._latency_skipped.values())),
+                    'latency_skipped_by_reason': ', '.join(f'{k}={v}' for k, v in
+                                                           sorted(self._latency_skipped.items())),
                     'last_error': self._last_error,
                     'camera_model': self._camera_source,
                     'backend': getattr(self, 'backend_name', ''),
@@ -564,7 +762,9 @@ def _make_node_class():
             elif skipped_now > getattr(self, '_last_skipped', 0):
                 status.level, status.message = DiagnosticStatus.WARN, f'frames skipped: {values["last_error"]}'
             elif values['camera_model'].startswith('fov'):
-                status.level, status.message = DiagnosticStatus.WARN, 'no CameraInfo: FOV guess'
+                uncalibrated = 'uncalibrated' in values['camera_model']
+                status.level = DiagnosticStatus.WARN
+                status.message = 'uncalibrated camera: FOV guess' if uncalibrated else 'no CameraInfo: FOV guess'
             else:
                 status.level, status.message = DiagnosticStatus.OK, f'{values["fps"]} fps'
             self._last_skipped = skipped_now
@@ -578,10 +778,14 @@ def _make_node_class():
 
         # --- shutdown -----------------------------------------------------------------------------------
         def close(self):
-            self._stop.set()
-            self._mailbox.close()
+            """Stop the worker (bounded wait) and give the library's logging back; idempotent."""
+            self.request_stop()
             if self._worker is not None:
                 self._worker.join(timeout=10.0)
+                self._worker = None
+            if self._undo_library_logging is not None:
+                self._undo_library_logging()
+                self._undo_library_logging = None
 
     return PoseNode
 
@@ -593,34 +797,56 @@ class _SkipFrame(Exception):
 
 
 # Imported here (after the pure helpers) so that the module's pure parts stay importable without ROS messages.
-from metrabs_ros.ros.camera_info import CameraInfoError, camera_model_from_camera_info, is_rectified_topic  # noqa
+from metrabs_ros.ros.camera_info import (CameraInfoError, UncalibratedCameraInfo,  # noqa: E402
+                                         camera_model_from_camera_info, is_rectified_topic)
 from metrabs_ros.ros.image_conversion import (ImageConversionError, compressed_image_msg_to_rgb,  # noqa: E402
                                               fill_image_msg, image_msg_to_rgb)
 from metrabs_ros.ros.markers import build_marker_array, delete_all_marker_array  # noqa: E402
 from metrabs_ros.tracking import PersonTracker  # noqa: E402
 from metrabs_ros.ros.pose_messages import result_to_poses3d_msg  # noqa: E402
+from metrabs_ros.ros.person_outputs import (HRI_BODY_FRAME, TF_TOPIC, HriBodies, hri_body_id,  # noqa: E402
+                                            import_message, person_frame, root_transforms)
+from metrabs_ros.ros.ros_logging import forward_library_logging  # noqa: E402
+from metrabs_ros.ros.shutdown import ShutdownSignals  # noqa: E402
+
+
+def run_until_shutdown(node, signals: ShutdownSignals, executor=None) -> None:
+    """Spin ``node`` until SIGINT/SIGTERM (or another shutdown of its context)."""
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    executor = executor or SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        while not signals.requested.is_set() and node.context.ok():
+            executor.spin_once(timeout_sec=0.5)
+    except ExternalShutdownException:
+        pass
+    finally:
+        executor.remove_node(node)
+        executor.shutdown(timeout_sec=1.0)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``pose_node`` executable; returns the process exit code."""
+    """Entry point of the ``pose_node`` executable; returns the process exit code (0 also after Ctrl-C)."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
+    signals = ShutdownSignals('pose_node').install()   # before rclpy.init: rclpy's handler chains to it
     rclpy.init(args=list(sys.argv if argv is None else argv))
     node = None
     exit_code = EXIT_OK
     try:
         node = _make_node_class()()
-        node.start()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
+        signals.on_first_signal(node.request_stop)
+        if not signals.requested.is_set():
+            node.start()
+        run_until_shutdown(node, signals)
     except StartupError as error:
         if node is not None:  # (errors inside the constructor were logged there)
             node.get_logger().fatal(f'cannot start: {error}')
         exit_code = EXIT_STARTUP_ERROR
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    except Exception:
+        if not signals.requested.is_set():
+            raise
+        # Ctrl-C while the models were loading: the context went away under start(); a normal shutdown
     finally:
         if node is not None:
             node.close()
