@@ -216,9 +216,12 @@ def _make_node_class():
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``demo_camera`` executable; returns the exit code."""
+    """Entry point of the ``demo_camera`` executable; returns the exit code (0 also after Ctrl-C, once or twice)."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    from metrabs_ros.ros.shutdown import ShutdownSignals
+    signals = ShutdownSignals('demo_camera').install()   # before rclpy.init: rclpy's handler chains to it
     rclpy.init(args=list(sys.argv if argv is None else argv))
     node = None
     exit_code = 0
@@ -227,20 +230,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             node.start()
         except Exception as error:
+            if signals.requested.is_set():
+                return exit_code
             node.get_logger().fatal(f'cannot start: {type(error).__name__}: {error}')
             exit_code = 1
             return exit_code
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while rclpy.ok() and not node.finished:
+        while rclpy.ok() and not node.finished and not signals.requested.is_set():
             executor.spin_once(timeout_sec=0.1)
-        # Give reliable subscribers a moment to receive the last frames before the publishers disappear.
-        for _ in range(5):
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        if not signals.requested.is_set():
+            # Give reliable subscribers a moment to receive the last frames before the publishers disappear.
+            for _ in range(5):
+                executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
         pass
     except Exception:
-        if rclpy.ok():
+        if rclpy.ok() and not signals.requested.is_set():
             raise
         # SIGINT/SIGTERM shut the context down while a timer callback was publishing: a normal shutdown.
     finally:
