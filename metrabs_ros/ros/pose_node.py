@@ -111,8 +111,10 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'CameraInfo is available', 1.0, 179.0, dynamic=True),
     ParameterSpec('suppress_implausible_poses', True, 'drop implausible poses and pose-level duplicates',
                   dynamic=True),
-    ParameterSpec('antialias_factor', 1, 'anti-aliasing factor of the crop (1 = none; 2-4 = smoother when people '
-                  'are large in the image)', 1, 4, dynamic=True),
+    ParameterSpec('antialias_factor', 1, "crop supersampling factor f (render at f x resolution, average-pool f x f; "
+                  "smoother crops of people large in the image). Fixed when the model is exported (metrabs-ros "
+                  "export --antialias-factor F; 1 for models without that metadata): must equal the model's f, "
+                  'other values are rejected', 1, 4, dynamic=True),
     # --- outputs (changeable at run time)
     ParameterSpec('publish_markers', True, "publish visualization_msgs/MarkerArray on 'markers'", dynamic=True),
     ParameterSpec('track_max_age_s', 1.0, 'a person keeps its id (Person3D.id, marker namespace and colour) while '
