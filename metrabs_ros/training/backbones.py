@@ -9,6 +9,10 @@ Kinds (`Backbone(kind=...)`):
   efficientnetv2-s/-m/-l     official MeTRAbs structure and key names (metrabs_ros.training.efficientnet)
   mobilenetv3-large/-small   torchvision structure (metrabs_ros.training.mobilenet)
   resnet18/34/50             torchvision structure (metrabs_ros.training.resnet)
+  movenet-lightning/-thunder MoveNet's MobileNetV2 ×1.0 / ×1.75 (metrabs_ros.training.movenet_backbone)
+  efficientnet-lite0         EfficientNet-Lite0 (metrabs_ros.training.efficientnet_lite)
+The last three have real-image-pretrained weights (metrabs_ros.training.pretrained_weights; train_pose's
+`model.backbone_weights`) and a `stages()` list for freezing or slowing the early stages.
 """
 from typing import Optional
 
@@ -57,14 +61,15 @@ class TinyBackbone(nn.Module):
 
 
 BACKBONE_KINDS = ('tiny', 'efficientnetv2-s', 'efficientnetv2-m', 'efficientnetv2-l', 'mobilenetv3-large',
-                  'mobilenetv3-small', 'resnet18', 'resnet34', 'resnet50')
+                  'mobilenetv3-small', 'resnet18', 'resnet34', 'resnet50', 'movenet-lightning', 'movenet-thunder',
+                  'efficientnet-lite0')
 
 
 def Backbone(kind: str = 'tiny', out_channels: Optional[int] = None, stride: int = 32, **kwargs) -> nn.Module:
     """Backbone factory; returns a module with the interface described above.
 
     out_channels: only for 'tiny' (default 96); the real backbones have fixed widths (1280 for EfficientNetV2,
-    960/576 for MobileNetV3, 512/2048 for ResNet-18/50). stride: must be 32 except for 'tiny'.
+    960/576 for MobileNetV3, 512/2048 for ResNet-18/50, 1280 for MoveNet and EfficientNet-Lite0). stride: must be 32 except for 'tiny'.
     kwargs: 'tiny' → TinyBackbone options; 'efficientnetv2-*' → centered_stride (default True).
     """
     kind = kind.lower()
@@ -77,6 +82,12 @@ def Backbone(kind: str = 'tiny', out_channels: Optional[int] = None, stride: int
     if kind.startswith('efficientnetv2-'):
         from metrabs_ros.training.efficientnet import EfficientNetV2
         model = EfficientNetV2(kind[-1], **kwargs)
+    elif kind.startswith('movenet-'):
+        from metrabs_ros.training.movenet_backbone import MOVENET_SPECS, MoveNetMobileNetV2
+        model = MoveNetMobileNetV2(MOVENET_SPECS[kind], **kwargs)
+    elif kind == 'efficientnet-lite0':
+        from metrabs_ros.training.efficientnet_lite import EFFICIENTNET_LITE0, EfficientNetLite
+        model = EfficientNetLite(EFFICIENTNET_LITE0, **kwargs)
     elif kind.startswith('mobilenetv3-'):
         from metrabs_ros.training.mobilenet import MobileNetV3
         model = MobileNetV3(kind.split('-')[1], **kwargs)

@@ -202,7 +202,14 @@ def _split_v(node, inputs):
     return np.split(value, np.cumsum(sizes)[:-1], axis=int(axis))
 
 
-_MULTI_OUTPUT_OPS = {'SplitV': _split_v}
+def _unpack(node, inputs):
+    """TF Unpack (tf.unstack): the `num` slices along `axis`, that axis removed."""
+    value = inputs[0]
+    axis = int(_attr(node, 'axis', 0))
+    return [np.take(value, i, axis=axis) for i in range(value.shape[axis])]
+
+
+_MULTI_OUTPUT_OPS = {'SplitV': _split_v, 'Unpack': _unpack}
 
 
 def supported_ops() -> List[str]:

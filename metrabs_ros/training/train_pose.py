@@ -50,6 +50,8 @@ DEFAULT_CONFIG: Dict[str, Any] = {
         'depth_cube_mm': 2200.0,
         'with_uncertainty': False,
         'init_from': None,            # optional checkpoint: copy every parameter whose name and shape match
+        'backbone_weights': None,     # converted pretrained backbone (metrabs_ros.training.pretrained_weights,
+                                      # generated/pretrained/<kind>.pt), loaded strictly before step 0
         'latent_acae': None,          # ACAE .npz: the head predicts its latent points, decoded (frozen decoder) to
                                       # the joints of `formats` (direct latent prediction, WACV'23)
         'name': 'metrabs_ros pose model',
@@ -74,6 +76,8 @@ DEFAULT_CONFIG: Dict[str, Any] = {
         'step_milestones': [0.8, 0.95],  # fractions of `steps` (or absolute steps when > 1)
         'step_gamma': 0.1,
         'grad_clip_norm': 5.0,        # 0 / None = no clipping
+        'early_stages': 0,            # the first N backbone stages (stages(): stem, blocks, last conv) ...
+        'early_lr_factor': 1.0,       # ... learn at lr × this factor; 0 = frozen (no gradient, BatchNorm in eval)
         'amp': True,                  # float16 autocast on CUDA (ignored on CPU)
     },
     'loss': {
@@ -190,7 +194,9 @@ def model_config(cfg: dict, layout: aug.JointLayout) -> dict:
         'depth_cube_mm': float(m['depth_cube_mm']), 'with_uncertainty': bool(m['with_uncertainty']),
         'name': m['name'], 'description': m['description'],
         'training': (f"metrabs-ros train: {m['backbone']} {m['resolution']} px, formats {','.join(layout.formats)}, "
-                     f"{o['steps']} steps x batch {o['batch_size']}, seed {cfg['seed']}"),
+                     f"{o['steps']} steps x batch {o['batch_size']}, seed {cfg['seed']}"
+                     + (f", backbone initialised from {os.path.basename(m['backbone_weights'])}"
+                        if m.get('backbone_weights') else '')),
     }
 
 
@@ -469,13 +475,44 @@ def _environment(device: str) -> dict:
 
 # --- training --------------------------------------------------------------------------------------------------
 
+def _early_backbone_parameters(graph, cfg: dict) -> List[torch.nn.Parameter]:
+    n = int(cfg['optim'].get('early_stages') or 0)
+    if n == 0:
+        return []
+    if not hasattr(graph.backbone, 'early_parameters'):
+        raise ValueError(f"optim.early_stages needs a staged backbone (movenet-*, efficientnet-lite0), not "
+                         f"{cfg['model']['backbone']!r}")
+    return graph.backbone.early_parameters(n)
+
+
 def _optimizer(graph, cfg: dict):
+    """AdamW; weight decay on conv/linear weights only; the early backbone stages (optim.early_stages) in their own
+    groups with 'lr_factor' optim.early_lr_factor (the loop sets lr = schedule × lr_factor)."""
     o = cfg['optim']
-    decay = [p for p in graph.parameters() if p.ndim > 1]
-    no_decay = [p for p in graph.parameters() if p.ndim <= 1]
-    return torch.optim.AdamW([{'params': decay, 'weight_decay': float(o['weight_decay'])},
-                              {'params': no_decay, 'weight_decay': 0.0}],
-                             lr=float(o['lr']), betas=tuple(o['betas']))
+    early_ids = {id(p) for p in _early_backbone_parameters(graph, cfg)}
+    factor = float(o.get('early_lr_factor', 1.0))
+    groups = []
+    for is_early, lr_factor in ((False, 1.0), (True, factor)):
+        params = [p for p in graph.parameters() if (id(p) in early_ids) == is_early and p.requires_grad]
+        if is_early and lr_factor == 0.0:
+            continue
+        groups += [{'params': [p for p in params if p.ndim > 1], 'weight_decay': float(o['weight_decay']),
+                    'lr_factor': lr_factor},
+                   {'params': [p for p in params if p.ndim <= 1], 'weight_decay': 0.0, 'lr_factor': lr_factor}]
+    return torch.optim.AdamW([g for g in groups if g['params']], lr=float(o['lr']), betas=tuple(o['betas']))
+
+
+def _prepare_backbone(graph, cfg: dict, log) -> None:
+    """Pretrained backbone weights (model.backbone_weights) and frozen early stages (optim.early_lr_factor 0)."""
+    path = cfg['model'].get('backbone_weights')
+    if path:
+        from metrabs_ros.training.pretrained_weights import load_backbone_weights
+        provenance = load_backbone_weights(graph.backbone, path, kind=cfg['model']['backbone'])
+        log(f"backbone {cfg['model']['backbone']} initialised from {path} ({provenance.get('package')})")
+    n = int(cfg['optim'].get('early_stages') or 0)
+    if n and float(cfg['optim'].get('early_lr_factor', 1.0)) == 0.0:
+        _early_backbone_parameters(graph, cfg)   # validates the backbone kind
+        graph.backbone.freeze_early_stages(n)
 
 
 def _same_training_setup(a: dict, b: dict) -> List[str]:
@@ -513,6 +550,7 @@ def train(cfg: dict, data, out_dir: str, val=None, device: str = 'cpu', resume: 
 
     torch.manual_seed(int(cfg['seed']))
     graph = graph_from_config(mcfg)
+    _prepare_backbone(graph, cfg, log)
     if cfg['model'].get('init_from'):
         _init_from(graph, cfg['model']['init_from'], log)
     graph.to(device).train()
@@ -608,7 +646,7 @@ def train(cfg: dict, data, out_dir: str, val=None, device: str = 'cpu', resume: 
     try:
         for batch in loader:
             for g in optimizer.param_groups:
-                g['lr'] = learning_rate(cfg, step)
+                g['lr'] = learning_rate(cfg, step) * g.get('lr_factor', 1.0)
             images = batch['image'].to(device, non_blocking=True)
             if run.get('channels_last'):
                 images = images.contiguous(memory_format=torch.channels_last)

