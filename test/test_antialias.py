@@ -291,7 +291,8 @@ def test_models_without_the_metadata_key_do_not_supersample(fixture_pose_model, 
         estimator = PoseEstimator(path, colour_key_detector, backend='cpu', num_threads=1)
         assert estimator.antialias_factor == 1
         results.append(estimator.estimate_poses(image, boxes).poses3d_mm)
-        np.testing.assert_array_equal(results[-1], estimator.estimate_poses(image, boxes, antialias_factor=1).poses3d_mm)
+        explicit = estimator.estimate_poses(image, boxes, antialias_factor=1)
+        np.testing.assert_array_equal(results[-1], explicit.poses3d_mm)
         with pytest.raises(ValueError, match='antialias-factor 2'):
             estimator.estimate_poses(image, boxes, antialias_factor=2)
     np.testing.assert_array_equal(results[0], results[1])
