@@ -80,6 +80,7 @@ def cmd_predict(args) -> int:
             result = estimator.detect_poses(
                 image, default_fov_degrees=args.fov, num_aug=args.num_aug, skeleton=args.skeleton,
                 detector_threshold=args.detector_threshold, max_detections=args.max_detections,
+                detector_tiles=args.detector_tiles,
                 suppress_implausible_poses=not args.no_suppress, antialias_factor=args.antialias_factor,
                 undistortion=args.undistortion, **camera_kwargs)
             n_frames += 1
@@ -153,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--fov', type=float, default=55.0, help='assumed field of view (deg) without --intrinsics')
     p.add_argument('--skeleton', default='', help="output skeleton ('' = the model's default)")
     p.add_argument('--num-aug', type=int, default=1, help='test-time augmentations per person (1-5+)')
-    p.add_argument('--detector-threshold', type=float, default=0.3)
+    p.add_argument('--detector-threshold', type=float, default=None,
+                   help="person score threshold (default: the detector's recommended one; 0.3 for models without)")
+    p.add_argument('--detector-tiles', default='off',
+                   help="small-people pass: 'off' or ROWSxCOLS (e.g. 2x2): the detector also runs on each tile")
     p.add_argument('--max-detections', type=int, default=-1)
     p.add_argument('--no-suppress', action='store_true', help='keep implausible poses')
     p.add_argument('--antialias-factor', type=int, default=None, metavar='F',
@@ -182,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='build small test-fixture models (needs torch) instead of the embedded ones')
     p.add_argument('--json', help='write the report as JSON')
     p.set_defaults(func=cmd_benchmark)
+
+    from metrabs_ros.tracking_eval import add_evaluate_tracking_parser
+    add_evaluate_tracking_parser(sub, _add_model_args)   # evaluate-tracking (numpy; estimator only for video)
 
     # Export / import commands (PyTorch) register themselves; their module imports torch only when they run.
     try:

@@ -177,10 +177,10 @@ class PoseEstimator:
     def detect_poses(self, image, intrinsic_matrix=None, distortion_coeffs=None, distortion_model='opencv',
                      camera: Optional[CameraModel] = None, extrinsic_matrix=None,
                      world_up_vector=DEFAULT_WORLD_UP, default_fov_degrees: float = 55.0, num_aug: int = 1,
-                     skeleton: str = '', detector_threshold: float = 0.3,
+                     skeleton: str = '', detector_threshold: Optional[float] = None,
                      detector_nms_iou_threshold: float = 0.7, max_detections: int = -1,
                      suppress_implausible_poses: bool = True, antialias_factor: Optional[int] = None,
-                     undistortion: str = 'converged') -> PoseResult:
+                     undistortion: str = 'converged', detector_tiles=None) -> PoseResult:
         """Detect people and estimate their 3D poses (the official ``detect_poses``).
 
         Args:
@@ -193,7 +193,11 @@ class PoseEstimator:
             ``(0, -1, 0)`` — crops are kept upright with respect to it.
           num_aug: test-time augmentations per person (1 = fastest, 5 = official default accuracy).
           skeleton: output format name ('' = the model's default); unknown names raise listing valid ones.
-          detector_threshold, detector_nms_iou_threshold, max_detections: detector settings (-1 = unlimited).
+          detector_threshold, detector_nms_iou_threshold, max_detections: detector settings (-1 = unlimited;
+            threshold None = the detector's recommended one, its ``score_threshold`` metadata, else 0.3).
+          detector_tiles: small-people pass, None/'off' or ``'ROWSxCOLS'`` (e.g. ``'2x2'``): the detector also
+            runs on each tile of an overlapping grid (see :meth:`PersonDetector.candidates`; costs one detector
+            run per tile).
           suppress_implausible_poses: drop implausible poses and pose-level duplicates.
           antialias_factor: crop supersampling factor f; None = the model's (fixed when the model was exported:
             metadata ``antialias_factor``, 1 for older models). Any other value raises ValueError naming the
@@ -205,9 +209,11 @@ class PoseEstimator:
         image = _as_rgb_image(image)
         if self.detector is None:
             raise RuntimeError('no person detector is loaded; pass detector_path or use estimate_poses(boxes)')
+        from metrabs_ros.detection.detector import parse_tiles
         mapping = self.info.skeleton(skeleton)
         boxes = self.detector.detect(image, threshold=detector_threshold,
-                                     nms_iou_threshold=detector_nms_iou_threshold, max_detections=max_detections)
+                                     nms_iou_threshold=detector_nms_iou_threshold, max_detections=max_detections,
+                                     tiles=parse_tiles(detector_tiles))
         return self._estimate(image, boxes, mapping, intrinsic_matrix, distortion_coeffs, distortion_model, camera,
                               extrinsic_matrix, world_up_vector, default_fov_degrees, num_aug, antialias_factor,
                               suppress_implausible_poses, undistortion)

@@ -75,6 +75,7 @@ class PersonDetector:
             outputs = self._probe_output_shapes(inputs, outputs)
             layout = autodetect.resolve_layout(inputs, outputs, **options)
         self.layout = layout
+        self.default_threshold = float(self.metadata.get('score_threshold', DEFAULT_SCORE_THRESHOLD))
         if layout.format == 'yolox' and layout.yolox_decoded is None:
             grey = np.full((*layout.input_hw, 3), 114, np.uint8)
             raw = self._run_network(grey)[0][layout.roles['single']]
@@ -132,9 +133,10 @@ class PersonDetector:
         results = self.session.run(list(layout.output_names), {layout.input_name: feed}, run_options)
         return dict(zip(layout.output_names, results)), geometry
 
-    def candidates(self, image_rgb, threshold=0.3, tiles=None):
+    def candidates(self, image_rgb, threshold=None, tiles=None):
         """Person candidates before NMS: (boxes_xyxy_px float32 [N, 4] in original pixels, unclipped;
-        scores float32 [N]) with ``score >= threshold``.
+        scores float32 [N]) with ``score >= threshold`` (None = :attr:`default_threshold`, the model's
+        recommended threshold from its ``score_threshold`` metadata, else 0.3).
 
         ``tiles`` = (rows, cols) adds a pass on each tile of an overlapping grid (see :func:`tile_regions`) to the
         whole-frame pass, for people too small for the network's input at full-frame scale: each tile is run like
@@ -142,6 +144,7 @@ class PersonDetector:
         inner tile edge are dropped (cut people: the whole-frame pass or the neighbouring tile sees them whole).
         None or (1, 1) = the whole frame only."""
         image_rgb = _check_image(image_rgb)
+        threshold = self.default_threshold if threshold is None else float(threshold)
         boxes, scores = self._candidates_one_pass(image_rgb, threshold)
         rows, cols = tiles if tiles else (1, 1)
         if rows * cols <= 1:
@@ -173,11 +176,12 @@ class PersonDetector:
                                                    layout.person_class, threshold)
         return boxes_to_original(boxes, geometry), scores
 
-    def detect(self, image_rgb, threshold=0.3, nms_iou_threshold=0.7, max_detections=-1, tiles=None) -> np.ndarray:
+    def detect(self, image_rgb, threshold=None, nms_iou_threshold=0.7, max_detections=-1, tiles=None) -> np.ndarray:
         """Person boxes of an RGB uint8 [H, W, 3] frame: float32 [N, 5] = (x, y, w, h, score), original-image
         pixels, clipped to the image, NMS-filtered (IoU > ``nms_iou_threshold`` suppressed), sorted by
-        descending score, at most ``max_detections`` (< 0 = unlimited), ``score >= threshold``. ``tiles``: see
-        :meth:`candidates` (small-people pass)."""
+        descending score, at most ``max_detections`` (< 0 = unlimited), ``score >= threshold`` (None = the
+        model's recommended threshold, :attr:`default_threshold`). ``tiles``: see :meth:`candidates`
+        (small-people pass)."""
         image_rgb = _check_image(image_rgb)
         boxes, scores = self.candidates(image_rgb, threshold, tiles=tiles)
         return boxes_xyxy_to_result(boxes, scores, image_rgb.shape[:2], nms_iou_threshold, max_detections)
@@ -185,6 +189,7 @@ class PersonDetector:
     __call__ = detect
 
 
+DEFAULT_SCORE_THRESHOLD = 0.3     # for models without a ``score_threshold`` metadata entry
 TILE_OVERLAP = 0.2
 EDGE_MARGIN_PX = 2.0
 

@@ -49,7 +49,7 @@ def _sample_people(sample, min_person_pixels: int):
 def evaluate_model(model_path: str, data, detector_path: Optional[str] = None, num_aug: int = 1,
                    gt_boxes: Optional[bool] = None, out_dir: Optional[str] = None, max_samples: Optional[int] = None,
                    formats: Optional[Sequence[str]] = None, min_person_pixels: int = 100,
-                   detector_threshold: float = 0.3, min_height_px: float = 60.0, threads: Optional[int] = None,
+                   detector_threshold: Optional[float] = None, min_height_px: float = 60.0, threads: Optional[int] = None,
                    backend: str = 'cpu', log=print) -> dict:
     """Evaluate; returns the report dict (also written to out_dir/report.json with PNG plots when out_dir)."""
     from metrabs_ros.estimator import PoseEstimator

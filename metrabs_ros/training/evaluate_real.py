@@ -95,7 +95,7 @@ def summarize(per_frame, iou_threshold) -> dict:
     }
 
 
-def evaluate_real(video, labels_path, detector_path=None, threshold=0.3, nms_iou_threshold=0.7, tiles=None,
+def evaluate_real(video, labels_path, detector_path=None, threshold=None, nms_iou_threshold=0.7, tiles=None,
                   iou_threshold=0.5, threads=2, overlays=None) -> dict:
     import cv2
 
@@ -136,6 +136,7 @@ def evaluate_real(video, labels_path, detector_path=None, threshold=0.3, nms_iou
     if missing:
         raise ValueError(f'{video}: labelled frames {missing[:5]} are beyond the end of the video')
     report = summarize(per_frame, iou_threshold)
+    threshold = detector.default_threshold if threshold is None else threshold
     report.update(video=str(video), labels=str(labels_path), detector=str(detector_path), threshold=threshold,
                   nms_iou_threshold=nms_iou_threshold, tiles=f'{tiles[0]}x{tiles[1]}' if tiles else 'off',
                   threads=threads, detector_ms_median=float(np.median(times_ms)) if times_ms else float('nan'))
@@ -183,7 +184,8 @@ def register_commands(subparsers) -> None:
     p.add_argument('video', help='e.g. /usr/share/doc/opencv-doc/examples/data/vtest.avi (Debian opencv-doc)')
     p.add_argument('--labels', required=True, help='e.g. evaluation/vtest_person_boxes.json')
     p.add_argument('--detector', help='detector .onnx (default: the embedded detector)')
-    p.add_argument('--threshold', type=float, default=0.3, help='detector score threshold (as detect_poses)')
+    p.add_argument('--threshold', type=float, default=None,
+                   help="detector score threshold (default: the detector's recommended one, as detect_poses)")
     p.add_argument('--nms-iou', type=float, default=0.7, help='NMS IoU threshold (as detect_poses)')
     p.add_argument('--tiles', default='off', help="small-people pass: 'off' or ROWSxCOLS, e.g. 2x2")
     p.add_argument('--iou', type=float, default=0.5, help='IoU for a detection to count as the labelled person')

@@ -43,7 +43,8 @@ def register_commands(subparsers) -> None:
                                                    'the data share)')
     p.add_argument('--min-person-pixels', type=int, default=100,
                    help='people with fewer visible pixels are left out of the pose metrics (default 100)')
-    p.add_argument('--detector-threshold', type=float, default=0.3)
+    p.add_argument('--detector-threshold', type=float, default=None,
+                   help="person score threshold (default: the detector's recommended one, else 0.3)")
     p.add_argument('--threads', type=int, default=None, help='ONNX Runtime threads')
     p.add_argument('--backend', default='cpu', help='cpu (default), auto, cuda, ort-tensorrt')
     p.set_defaults(func=cmd_evaluate)
