@@ -21,6 +21,7 @@ setup(
         'metrabs-ros = metrabs_ros.cli:main',
         # ROS executables (need rclpy and the built messages; a ROS build installs them as lib/metrabs_ros/*)
         'metrabs-ros-pose-node = metrabs_ros.ros.pose_node:main',
+        'metrabs-ros-pose-lifecycle-node = metrabs_ros.ros.pose_lifecycle_node:main',
         'metrabs-ros-demo-camera = metrabs_ros.ros.demo_camera:main',
         'metrabs-ros-demo = metrabs_ros.ros.demo_main:main',
     ]},

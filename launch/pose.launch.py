@@ -12,7 +12,8 @@ Arguments (``ros2 launch metrabs_ros pose.launch.py --show-args``):
   namespace            namespace of the nodes (outputs: <ns>/poses3d, <ns>/markers, <ns>/debug_image)
   params_file          parameter file (default: share/metrabs_ros/config/pose.yaml, every parameter documented)
   demo                 also start demo_camera (synthetic people) publishing on image/camera_info
-  rviz                 also start RViz with share/metrabs_ros/rviz/pose.rviz
+  rviz                 also start RViz with share/metrabs_ros/rviz/pose.rviz (when rviz2 is not installed: a
+                       warning, and the rest of the launch runs)
   fixed_frame          RViz fixed frame (the image's optical frame; the demo camera uses camera_optical_frame)
   fastdds_profile      Fast DDS XML profile for the started processes (default: large shared-memory segments,
                        needed for full-size images over SHM); '' = leave the environment alone
@@ -20,11 +21,14 @@ Arguments (``ros2 launch metrabs_ros pose.launch.py --show-args``):
 
 import os
 
+import launch.logging
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+from metrabs_ros.ros.launch_support import find_executable, missing_message
 
 PACKAGE = 'metrabs_ros'
 
@@ -45,8 +49,8 @@ def _nodes(context, *args, **kwargs):
     pose_node = Node(
         package=PACKAGE, executable='pose_node', name='pose_node', namespace=arg['namespace'], output='screen',
         parameters=[arg['params_file'], overrides],
-        remappings=[('image', image), ('image/compressed', image.rstrip('/') + '/compressed'),
-                    ('camera_info', arg['camera_info'])],
+        # the node derives <image>/compressed from the resolved image topic itself
+        remappings=[('image', image), ('camera_info', arg['camera_info'])],
     )
     actions = []
     profile = LaunchConfiguration('fastdds_profile').perform(context)
@@ -60,6 +64,14 @@ def _nodes(context, *args, **kwargs):
             remappings=[('image', image), ('camera_info', arg['camera_info'])],
         ))
     if arg['rviz'].lower() in ('true', '1', 'yes'):
+        # Resolved now, not by the Node action: an unresolvable package would abort the whole launch (after the
+        # pose node started, leaving it orphaned). RViz is optional: warn and go on without it.
+        rviz_path, reason = find_executable('rviz2', 'rviz2')
+        if rviz_path is None:
+            launch.logging.get_logger('launch').warning(missing_message(
+                'rviz', 'rviz2', reason, 'Install it (e.g. apt install ros-$ROS_DISTRO-rviz2) or run RViz '
+                'elsewhere with share/metrabs_ros/rviz/pose.rviz.'))
+            return actions
         share = FindPackageShare(PACKAGE).perform(context)
         actions.append(Node(
             package='rviz2', executable='rviz2', name='rviz', output='screen',

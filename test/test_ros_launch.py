@@ -108,10 +108,18 @@ def test_launch_file_declarations():
             path = prefix / 'lib' / package / executable
             assert path.is_file() and os.access(path, os.X_OK), path
 
-    # remappings of the pose node: exactly the topics the node subscribes to
+    # remappings of the pose node: its two input names (the node derives <image>/compressed itself)
     pose_call = next(c for c in nodes if _literal(_kwarg(c, 'executable'), constants) == 'pose_node')
     remapped = {ast.literal_eval(t.elts[0]) for t in _kwarg(pose_call, 'remappings').elts}
-    assert remapped == _subscribed_topics(REPO / 'metrabs_ros' / 'ros' / 'pose_node.py')
+    assert remapped == {'image', 'camera_info'}
+    source_text = (REPO / 'metrabs_ros' / 'ros' / 'pose_node.py').read_text()
+    assert "'camera_info'" in source_text and "resolve_topic_name('image')" in source_text
+    # RViz only when rviz2 resolves at launch time (find_executable), else a warning and the rest runs
+    rviz_call = next(c for c in nodes if _literal(_kwarg(c, 'executable'), constants) == 'rviz2')
+    function = next(f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and rviz_call in ast.walk(f))
+    body = ast.unparse(function)
+    assert "find_executable('rviz2', 'rviz2')" in body and 'warning(missing_message(' in body
+    assert body.index("find_executable('rviz2'") < body.index("executable='rviz2'")
     demo_call = next(c for c in nodes if _literal(_kwarg(c, 'executable'), constants) == 'demo_camera')
     demo_remapped = {ast.literal_eval(t.elts[0]) for t in _kwarg(demo_call, 'remappings').elts}
     assert demo_remapped == {'image', 'camera_info'}
@@ -209,7 +217,7 @@ def test_colcon_build_of_the_package(tmp_path):
          '--event-handlers', 'console_direct-'], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     install = tmp_path / 'install' / 'metrabs_ros'
-    for executable in ('pose_node', 'demo_camera', 'benchmark'):
+    for executable in ('pose_node', 'pose_lifecycle_node', 'demo_camera', 'benchmark'):
         assert os.access(install / 'lib' / 'metrabs_ros' / executable, os.X_OK)
     for relative in ('launch/pose.launch.py', 'config/pose.yaml', 'rviz/pose.rviz', 'msg/Poses3D.msg'):
         assert (install / 'share' / 'metrabs_ros' / relative).is_file()
@@ -219,3 +227,77 @@ def test_colcon_build_of_the_package(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith(str(install))
+
+
+def _run_with_ament_prefix(code, ament_prefix_path, tmp_path):
+    env = ros_environment(domain_id=96)
+    env['AMENT_PREFIX_PATH'] = ament_prefix_path
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
+
+
+def test_rviz_is_optional_at_launch_time(tmp_path):
+    """rviz:=true where rviz2 is not installed (the pip setup): the launch file's lookup says so and the rest of
+    the launch goes on; with rviz2 in the ament index it is found. Runs the lookup in a process of its own with the
+    AMENT_PREFIX_PATH a launch would have (the `launch` package itself is not in the PyPI wheel set)."""
+    code = ('from metrabs_ros.ros.launch_support import find_executable, missing_message\n'
+            'path, reason = find_executable("rviz2", "rviz2")\n'
+            'print(path); print(missing_message("rviz", "rviz2", reason, "hint") if path is None else "found")')
+    result = _run_with_ament_prefix(code, sys.prefix, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == 'None'
+    assert "rviz:=true but package 'rviz2' is not installed" in result.stdout
+    assert 'the rest of the launch runs' in result.stdout
+    # a prefix that has rviz2 (ament index marker + executable)
+    fake = tmp_path / 'ros_prefix'
+    (fake / 'share' / 'ament_index' / 'resource_index' / 'packages').mkdir(parents=True)
+    (fake / 'share' / 'ament_index' / 'resource_index' / 'packages' / 'rviz2').write_text('')
+    executable = fake / 'lib' / 'rviz2' / 'rviz2'
+    executable.parent.mkdir(parents=True)
+    executable.write_text('#!/bin/sh\n')
+    executable.chmod(0o755)
+    result = _run_with_ament_prefix(code, f'{fake}{os.pathsep}{sys.prefix}', tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [str(executable), 'found']
+    try:
+        import launch  # noqa: F401
+        import launch_ros  # noqa: F401
+    except ImportError:
+        return
+    # A full ROS installation: run the real launch with rviz:=true and no rviz2 in the index
+    env = ros_environment(domain_id=95)
+    env['AMENT_PREFIX_PATH'] = os.pathsep.join(p for p in env.get('AMENT_PREFIX_PATH', '').split(os.pathsep)
+                                               if p and not (Path(p) / 'lib' / 'rviz2').exists())
+    process = subprocess.Popen(['ros2', 'launch', str(LAUNCH_FILE), 'rviz:=true', 'demo:=true'],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        output, _ = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.send_signal(2)
+        output, _ = process.communicate(timeout=30)
+    assert "rviz:=true but package 'rviz2'" in output and 'pose_node' in output, output
+
+
+def _documented_sourcing_command():
+    """The line of docs/ros.md that sources the venv's package environment (pip-wheel setup)."""
+    text = (REPO / 'docs' / 'ros.md').read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith('source ')
+             and 'local_setup.bash' in line and '.venv' in line]
+    assert lines, 'docs/ros.md does not document sourcing the pip-wheel setup (.venv/share/.../local_setup.bash)'
+    return lines[0]
+
+
+def test_documented_sourcing_makes_the_package_findable(tmp_path):
+    """ros2 launch / ros2 run find packages through the ament index (AMENT_PREFIX_PATH): the command docs/ros.md
+    and the README give for the pip setup must put metrabs_ros there, from a clean shell."""
+    command = _documented_sourcing_command()
+    assert command in (REPO / 'README.md').read_text(), 'the README gives another sourcing command than docs/ros.md'
+    check = ('from ament_index_python.packages import get_package_share_directory, get_package_prefix; '
+             'print(get_package_share_directory("metrabs_ros")); print(get_package_prefix("metrabs_ros"))')
+    script = f'cd {REPO} && {command} && .venv/bin/python -c \'{check}\''
+    result = subprocess.run(['env', '-i', f'HOME={tmp_path}', 'PATH=/usr/bin:/bin', 'bash', '--noprofile',
+                             '--norc', '-c', script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    share, prefix = result.stdout.split()[-2:]
+    assert (Path(share) / 'launch' / 'pose.launch.py').is_file()
+    assert Path(prefix, 'lib', 'metrabs_ros', 'pose_node').is_file()

@@ -329,8 +329,9 @@ def test_bad_inputs_are_skipped_and_the_node_survives(ros, fixture_pose_model, c
         send(msg, _info_msg(scene.camera, Time(sec=sec)), reason)
 
     info_cases = []
+    # (K all zeros is the standard uncalibrated CameraInfo: FOV guess, not a skip; test_ros_faults.py)
     for sec, mutate, text in [(11, lambda i: setattr(i, 'k', [float('nan')] * 9), 'NaN'),
-                              (12, lambda i: setattr(i, 'k', [0.0] * 9), 'all zeros'),
+                              (12, lambda i: setattr(i, 'k', [-1.0, 0, 320, 0, -1.0, 240, 0, 0, 1]), 'positive'),
                               (13, lambda i: (setattr(i, 'width', 320), setattr(i, 'height', 240)),
                                '320x240 image')]:
         info = _info_msg(scene.camera, Time(sec=sec))

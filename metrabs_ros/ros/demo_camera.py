@@ -253,6 +253,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        signals.ignore_interrupts_from_now()
     return exit_code
 
 

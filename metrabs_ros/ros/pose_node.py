@@ -854,6 +854,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             node.close()
             node.destroy_node()
         rclpy.try_shutdown()
+        signals.ignore_interrupts_from_now()
     return exit_code
 
 

@@ -46,6 +46,13 @@ class ShutdownSignals:
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         self._previous = {}
 
+    def ignore_interrupts_from_now(self) -> None:
+        """Call at the very end of ``main``: Python's finalisation puts a Python-level SIGINT handler back to
+        SIG_DFL, so a late Ctrl-C (``ros2 launch`` repeating it) would kill the exiting process with code -2.
+        SIG_IGN survives finalisation. SIGTERM keeps its default: an escalation to it still ends a stuck exit."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     def on_first_signal(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
 
