@@ -132,6 +132,11 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_check_engine_compat(args) -> int:
+    from metrabs_ros.gpu.engine_compat import cmd_check_engine_compat as run
+    return run(args)
+
+
 def cmd_benchmark(args) -> int:
     from metrabs_ros.benchmark_cpu import run_cpu_benchmark
     report = run_cpu_benchmark(model=args.model, detector=args.detector, people=args.people,
@@ -186,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help='build small test-fixture models (needs torch) instead of the embedded ones')
     p.add_argument('--json', help='write the report as JSON')
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser('check-engine-compat',
+                       help='static TensorRT 10/11 compatibility check of ONNX graphs (operators, types, '
+                            'attributes, dynamic shapes; needs the onnx package); exit 1 if anything is unsupported')
+    p.add_argument('models', nargs='+', help='.onnx files')
+    p.add_argument('--json', help='write the findings as JSON')
+    p.add_argument('--strict', action='store_true', help='also fail on limited support')
+    p.set_defaults(func=cmd_check_engine_compat)
 
     from metrabs_ros.tracking_eval import add_evaluate_tracking_parser
     add_evaluate_tracking_parser(sub, _add_model_args)   # evaluate-tracking (numpy; estimator only for video)

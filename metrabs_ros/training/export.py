@@ -115,6 +115,8 @@ def export_pose_model(graph: PoseGraph, path, metadata: Optional[Mapping[str, An
     """
     import onnx
 
+    from metrabs_ros.training.trt_graph_fixes import make_trt_compatible
+
     if opset < 16:
         raise ValueError(f'opset {opset} lacks GridSample; use >= 16')
     meta = contract_metadata(graph)
@@ -152,6 +154,8 @@ def export_pose_model(graph: PoseGraph, path, metadata: Optional[Mapping[str, An
                           dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False,
                           do_constant_folding=True, external_data=False)
     model = onnx.load(path)
+    # TensorRT's parser takes UINT8 only at the network boundary: exact cast-first rewrite (docs/gpu.md)
+    make_trt_compatible(model)
     # The joint and coordinate axes are static; the exporter leaves them symbolic after the dynamic reshape.
     static_dims = {'poses3d_aug_mm': (None, None, len(graph.joint_names), 3),
                    'uncertainty_aug': (None, None, len(graph.joint_names))}

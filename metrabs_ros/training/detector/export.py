@@ -160,6 +160,7 @@ def build_canvas_detector_onnx(network: nn.Module, side: int, metadata: dict | N
         const('lb_axis0', np.array([0], np.int64)),
         const('lb_pad_value', np.float32(PAD_VALUE)),
         const('lb_xyxy_from_hw', np.array([1, 0, 1, 0], np.int64)),
+        const('lb_canvas_shape', np.array([1, 3, side, side], np.int64)),
     ]
     n = helper.make_node
     pre = [
@@ -180,7 +181,9 @@ def build_canvas_detector_onnx(network: nn.Module, side: int, metadata: dict | N
           coordinate_transformation_mode='half_pixel', antialias=1),
         n('Sub', ['lb_side_hw', 'lb_new_hw'], ['lb_pad_hw']),
         n('Concat', ['lb_zero_pads', 'lb_pad_hw'], ['lb_pads'], axis=0),
-        n('Pad', ['lb_resized', 'lb_pads', 'lb_pad_value'], ['lb_canvas'], mode='constant'),
+        n('Pad', ['lb_resized', 'lb_pads', 'lb_pad_value'], ['lb_canvas_padded'], mode='constant'),
+        # the canvas is always [1, 3, side, side]: stated, so that TensorRT sees static conv channels
+        n('Reshape', ['lb_canvas_padded', 'lb_canvas_shape'], ['lb_canvas']),
     ]
     post = [
         n('Div', ['lb_new_hw_f', 'lb_hw_f'], ['lb_scale_hw']),
@@ -203,6 +206,9 @@ def build_canvas_detector_onnx(network: nn.Module, side: int, metadata: dict | N
     for key, value in meta.items():
         entry = onnx_model.metadata_props.add()
         entry.key, entry.value = key, value
+    # TensorRT parses no antialiased Resize: exact rewrite into matrix products (docs/gpu.md)
+    from metrabs_ros.training.trt_graph_fixes import make_trt_compatible
+    make_trt_compatible(onnx_model)
     onnx.checker.check_model(onnx_model, full_check=True)
     return onnx_model
 

@@ -1,0 +1,209 @@
+"""ONNX rewrites that make our exports parse under TensorRT 10/11 without changing what they compute.
+
+Each pass takes and returns an ``onnx.ModelProto`` (modified in place) and is exact: the rewritten graph gives the
+same values as the original in ONNX Runtime (tests: test/test_engine_compat.py). The rules they satisfy are those
+of :mod:`metrabs_ros.gpu.engine_compat` (docs/gpu.md, "TensorRT compatibility check").
+
+* :func:`cast_uint8_inputs_first` — TensorRT accepts UINT8 only as a network input or output: layout operations
+  (Transpose, Reshape, ...) on a UINT8 input followed by a Cast are reordered to Cast first.
+* :func:`replace_antialiased_resize` — ``Resize(antialias=1)`` is documented as unsupported (and the 10.1 importer
+  ignores the attribute): each such linear, half-pixel resize of a 4-D tensor along H and W becomes two separable
+  matrix products with the same triangle-filter taps, edge clamping and normalisation as ONNX Runtime.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+LAYOUT_OPS = frozenset({'Transpose', 'Reshape', 'Unsqueeze', 'Squeeze', 'Slice', 'Identity', 'Flatten'})
+
+
+def _consumers(graph):
+    out = {}
+    for node in graph.node:
+        for name in node.input:
+            out.setdefault(name, []).append(node)
+    return out
+
+
+def cast_uint8_inputs_first(model):
+    """For every UINT8 graph input read by layout operations that end in Cast(to=T) nodes (all the same T),
+    insert one Cast(input -> T) in front of them; the terminal Casts become no-ops (T -> T).
+
+    Exact (UINT8 -> INT32/FLOAT is exact and layout operations move values only). Raises ValueError when a chain
+    from a UINT8 input does not end in Casts to one type (then the graph needs another fix)."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    consumers = _consumers(graph)
+    new_nodes = []
+    for value in graph.input:
+        if value.type.tensor_type.elem_type != TensorProto.UINT8:
+            continue
+        heads = [n for n in consumers.get(value.name, []) if n.op_type not in ('Cast', 'Shape', 'Size')]
+        if not heads:
+            continue
+        targets, chain, frontier = set(), [], list(heads)
+        while frontier:
+            node = frontier.pop()
+            if node.op_type == 'Cast':
+                targets.add(next(a.i for a in node.attribute if a.name == 'to'))
+                continue
+            if node.op_type not in LAYOUT_OPS:
+                raise ValueError(f'UINT8 input {value.name!r} reaches {node.op_type} {node.name!r}: no exact '
+                                 'cast-first rewrite')
+            chain.append(node)
+            for out in node.output:
+                frontier.extend(consumers.get(out, []))
+        if len(targets) != 1:
+            raise ValueError(f'UINT8 input {value.name!r} is cast to several types {sorted(targets)}')
+        target = targets.pop()
+        cast_name = f'{value.name}_as_{TensorProto.DataType.Name(target).lower()}'
+        new_nodes.append(helper.make_node('Cast', [value.name], [cast_name], to=target,
+                                          name=f'{cast_name}_cast'))
+        for node in heads:
+            for i, name in enumerate(node.input):
+                if name == value.name:
+                    node.input[i] = cast_name
+        changed = {out for node in chain for out in node.output}
+        kept = [v for v in graph.value_info if v.name not in changed]
+        del graph.value_info[:]
+        graph.value_info.extend(kept)
+    if new_nodes:
+        nodes = new_nodes + list(graph.node)
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return model
+
+
+def _linear_antialias_axis(prefix, data, axis, n_in, n_out):
+    """Nodes and initializers resizing ``data`` [1, C, H, W] along ``axis`` (2 or 3) from n_in to n_out samples
+    (int64 [1] tensors) with ONNX Resize's linear, half_pixel, antialias=1 filter, border taps clamped
+    (metrabs_ros.training.detector.export.resize_matrix is the numpy statement of the same weights)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    p = prefix
+    n = helper.make_node
+    inits = [numpy_helper.from_array(np.array([0], np.int64), f'{p}_i0'),
+             numpy_helper.from_array(np.array(1, np.int64), f'{p}_i1s'),
+             numpy_helper.from_array(np.array(0, np.int64), f'{p}_i0s'),
+             numpy_helper.from_array(np.array([1], np.int64), f'{p}_i1'),
+             numpy_helper.from_array(np.array([-1], np.int64), f'{p}_im1'),
+             numpy_helper.from_array(np.float32(0.5), f'{p}_half'),
+             numpy_helper.from_array(np.float32(1.0), f'{p}_one'),
+             numpy_helper.from_array(np.float32(2.0), f'{p}_two'),
+             numpy_helper.from_array(np.float32(0.0), f'{p}_zero')]
+    nodes = [
+        n('Cast', [n_in], [f'{p}_nin_f'], to=TensorProto.FLOAT),
+        n('Cast', [n_out], [f'{p}_nout_f'], to=TensorProto.FLOAT),
+        n('Div', [f'{p}_nout_f', f'{p}_nin_f'], [f'{p}_scale']),                      # s = n_out / n_in
+        n('Div', [f'{p}_one', f'{p}_scale'], [f'{p}_inv_scale']),
+        n('Max', [f'{p}_inv_scale', f'{p}_one'], [f'{p}_support']),                   # max(1, 1/s)
+        # output sample centres c_i = (i + 0.5) / s - 0.5, i = 0..n_out-1   [n_out, 1]
+        n('Squeeze', [n_out, f'{p}_i0'], [f'{p}_nout_s']),
+        n('Range', [f'{p}_i0s', f'{p}_nout_s', f'{p}_i1s'], [f'{p}_i']),
+        n('Cast', [f'{p}_i'], [f'{p}_i_f'], to=TensorProto.FLOAT),
+        n('Add', [f'{p}_i_f', f'{p}_half'], [f'{p}_ih']),
+        n('Div', [f'{p}_ih', f'{p}_scale'], [f'{p}_c0']),
+        n('Sub', [f'{p}_c0', f'{p}_half'], [f'{p}_c1']),
+        n('Unsqueeze', [f'{p}_c1', f'{p}_i1'], [f'{p}_c']),
+        # taps t = floor(c - support) + k, k = 0..ceil(2 support)+1   [n_out, T]
+        n('Sub', [f'{p}_c', f'{p}_support'], [f'{p}_cs']),
+        n('Floor', [f'{p}_cs'], [f'{p}_first']),
+        n('Mul', [f'{p}_support', f'{p}_two'], [f'{p}_2s']),
+        n('Ceil', [f'{p}_2s'], [f'{p}_2s_c']),
+        n('Add', [f'{p}_2s_c', f'{p}_two'], [f'{p}_t_f']),
+        n('Cast', [f'{p}_t_f'], [f'{p}_t'], to=TensorProto.INT64),
+        n('Reshape', [f'{p}_t', f'{p}_im1'], [f'{p}_t1']),
+        n('Squeeze', [f'{p}_t1', f'{p}_i0'], [f'{p}_ts']),
+        n('Range', [f'{p}_i0s', f'{p}_ts', f'{p}_i1s'], [f'{p}_k']),
+        n('Cast', [f'{p}_k'], [f'{p}_k_f'], to=TensorProto.FLOAT),
+        n('Add', [f'{p}_first', f'{p}_k_f'], [f'{p}_taps']),
+        # weights max(0, 1 - |t - c| / support), normalised over the taps
+        n('Sub', [f'{p}_taps', f'{p}_c'], [f'{p}_d']),
+        n('Abs', [f'{p}_d'], [f'{p}_ad']),
+        n('Div', [f'{p}_ad', f'{p}_support'], [f'{p}_ads']),
+        n('Sub', [f'{p}_one', f'{p}_ads'], [f'{p}_tri']),
+        n('Max', [f'{p}_tri', f'{p}_zero'], [f'{p}_w0']),
+        n('ReduceSum', [f'{p}_w0', f'{p}_i1'], [f'{p}_wsum'], keepdims=1),
+        n('Div', [f'{p}_w0', f'{p}_wsum'], [f'{p}_w']),
+        # clamped tap indices, gathered along the axis
+        n('Sub', [f'{p}_nin_f', f'{p}_one'], [f'{p}_last']),
+        n('Max', [f'{p}_taps', f'{p}_zero'], [f'{p}_tc0']),
+        n('Min', [f'{p}_tc0', f'{p}_last'], [f'{p}_tc']),
+        n('Cast', [f'{p}_tc'], [f'{p}_idx'], to=TensorProto.INT64),
+        # banded resampling matrix M[i, t] = sum_k w[i, k] * (idx[i, k] == t)   [n_out, n_in]
+        n('Unsqueeze', [f'{p}_idx', f'{p}_im1'], [f'{p}_idx3']),                     # [n_out, T, 1]
+        n('Squeeze', [n_in, f'{p}_i0'], [f'{p}_nin_s']),
+        n('Range', [f'{p}_i0s', f'{p}_nin_s', f'{p}_i1s'], [f'{p}_cols']),         # [n_in]
+        n('Equal', [f'{p}_idx3', f'{p}_cols'], [f'{p}_hit']),                        # [n_out, T, n_in]
+        n('Cast', [f'{p}_hit'], [f'{p}_hit_f'], to=TensorProto.FLOAT),
+        n('Unsqueeze', [f'{p}_w', f'{p}_im1'], [f'{p}_w3']),
+        n('Mul', [f'{p}_hit_f', f'{p}_w3'], [f'{p}_mw']),
+        n('ReduceSum', [f'{p}_mw', f'{p}_i1'], [f'{p}_m'], keepdims=0),            # [n_out, n_in]
+    ]
+    if axis == 2:   # [n_out, H] @ [1, C, H, W] -> [1, C, n_out, W]
+        nodes.append(n('MatMul', [f'{p}_m', data], [f'{p}_out']))
+    else:           # [1, C, H, W] @ [W, n_out] -> [1, C, H, n_out]
+        nodes += [n('Transpose', [f'{p}_m'], [f'{p}_mt'], perm=[1, 0]),
+                  n('MatMul', [data, f'{p}_mt'], [f'{p}_out'])]
+    return nodes, inits, f'{p}_out'
+
+
+def replace_antialiased_resize(model):
+    """Replace every ``Resize(mode=linear, coordinate_transformation_mode=half_pixel, antialias=1)`` of a 4-D
+    tensor that is given output ``sizes`` (and resizes only H and W) by separable matrix products along H
+    then W. Other antialiased Resize nodes raise ValueError (no exact rewrite here)."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    nodes, inits = [], []
+    for index, node in enumerate(graph.node):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != 'Resize' or not attrs.get('antialias', 0):
+            nodes.append(node)
+            continue
+        mode = attrs.get('mode', b'nearest')
+        coord = attrs.get('coordinate_transformation_mode', b'half_pixel')
+        if mode != b'linear' or coord != b'half_pixel' or len(node.input) < 4 or not node.input[3] \
+                or 'axes' in attrs:
+            raise ValueError(f'Resize {node.name!r}: only linear half_pixel antialiased resizes with `sizes` '
+                             'are rewritten')
+        p = f'aa_resize{index}'
+        data, sizes = node.input[0], node.input[3]
+        inits += [numpy_helper.from_array(np.array([2], np.int64), f'{p}_s2'),
+                  numpy_helper.from_array(np.array([3], np.int64), f'{p}_s3'),
+                  numpy_helper.from_array(np.array([4], np.int64), f'{p}_s4')]
+        nodes += [
+            helper.make_node('Shape', [data], [f'{p}_shape']),
+            helper.make_node('Slice', [f'{p}_shape', f'{p}_s2', f'{p}_s3'], [f'{p}_nh_in']),
+            helper.make_node('Slice', [f'{p}_shape', f'{p}_s3', f'{p}_s4'], [f'{p}_nw_in']),
+            helper.make_node('Slice', [sizes, f'{p}_s2', f'{p}_s3'], [f'{p}_nh_out']),
+            helper.make_node('Slice', [sizes, f'{p}_s3', f'{p}_s4'], [f'{p}_nw_out']),
+        ]
+        rows, rows_init, rows_out = _linear_antialias_axis(f'{p}_h', data, 2, f'{p}_nh_in', f'{p}_nh_out')
+        cols, cols_init, cols_out = _linear_antialias_axis(f'{p}_w', rows_out, 3, f'{p}_nw_in', f'{p}_nw_out')
+        cols[-1].output[0] = node.output[0]
+        nodes += rows + cols
+        inits += rows_init + cols_init
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(inits)
+    return model
+
+
+def make_trt_compatible(model):
+    """All passes of this module (the export functions call this before saving)."""
+    return replace_antialiased_resize(cast_uint8_inputs_first(model))
+
+
+def fix_file(src, dst=None) -> str:
+    """Apply :func:`make_trt_compatible` to the ONNX file ``src`` (metadata kept) and write it to ``dst``
+    (default: in place); onnx.checker runs on the result. For shipped models whose checkpoint is not at hand."""
+    import os
+
+    import onnx
+    model = make_trt_compatible(onnx.load(os.fspath(src)))
+    onnx.checker.check_model(model, full_check=True)
+    dst = os.fspath(dst or src)
+    onnx.save(model, dst)
+    return dst
