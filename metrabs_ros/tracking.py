@@ -231,12 +231,12 @@ class PersonTracker:
       box_accel_sigma_fraction_s2: process noise of the box, fraction of the box height per s².
     """
 
-    def __init__(self, max_age_s: float = 1.0, min_hits: int = 3, high_score: float = 0.3, low_score: float = 0.1,
+    def __init__(self, max_age_s: float = 2.0, min_hits: int = 3, high_score: float = 0.3, low_score: float = 0.1,
                  gate_chi2: float = 16.3, min_iou: float = 0.1, strong_iou: float = 0.6,
                  root_lateral_sigma_mm: float = 60.0, root_depth_sigma_mm: float = 250.0,
-                 root_depth_sigma_fraction: float = 0.08, root_accel_sigma_mm_s2: float = 2500.0,
+                 root_depth_sigma_fraction: float = 0.15, root_accel_sigma_mm_s2: float = 2500.0,
                  root_velocity_sigma_mm_s: float = 1500.0, box_sigma_fraction: float = 0.05,
-                 box_accel_sigma_fraction_s2: float = 1.0):
+                 box_accel_sigma_fraction_s2: float = 1.0, low_score_max_missed_frames: int = 0):
         if min_hits < 1:
             raise ValueError(f'min_hits must be >= 1, got {min_hits}')
         if low_score > high_score:
@@ -255,6 +255,7 @@ class PersonTracker:
         self.root_velocity_sigma_mm_s = float(root_velocity_sigma_mm_s)
         self.box_sigma_fraction = float(box_sigma_fraction)
         self.box_accel_sigma_fraction_s2 = float(box_accel_sigma_fraction_s2)
+        self.low_score_max_missed_frames = int(low_score_max_missed_frames)
         self.tracks: List[Track] = []
         self._next_id = 0
         self._time_s: Optional[float] = None
@@ -302,12 +303,19 @@ class PersonTracker:
         valid = np.all(np.isfinite(roots), axis=1) & np.isfinite(scores)
         high = np.flatnonzero(valid & (scores >= self.high_score))
         low = np.flatnonzero(valid & (scores >= self.low_score) & (scores < self.high_score))
-        confirmed = [i for i, t in enumerate(self.tracks) if t.state == CONFIRMED]
+        active = [i for i, t in enumerate(self.tracks) if t.state == CONFIRMED and t.missed_frames == 0]
+        lost = [i for i, t in enumerate(self.tracks) if t.state == CONFIRMED and t.missed_frames > 0]
         tentative = [i for i, t in enumerate(self.tracks) if t.state == TENTATIVE]
         track_of = np.full(num, -1, np.int64)                   # detection -> index into self.tracks
 
-        left_high, left_confirmed = self._associate(high, confirmed, roots, boxes, track_of)
-        self._associate(low, left_confirmed, roots, boxes, track_of)
+        # Tracks seen in the previous frame choose first: a lost track's grown uncertainty would otherwise make it
+        # the cheaper match for a person who walks in front of where it was lost.
+        left_high, left_active = self._associate(high, active, roots, boxes, track_of)
+        left_high, _ = self._associate(left_high, lost, roots, boxes, track_of)
+        left_low, _ = self._associate(low, left_active, roots, boxes, track_of)
+        recent = [i for i in lost if i not in set(track_of.tolist())
+                  and self.tracks[i].missed_frames <= self.low_score_max_missed_frames]
+        self._associate(left_low, recent, roots, boxes, track_of)
         left_high, _ = self._associate(left_high, tentative, roots, boxes, track_of)
 
         matched = set(int(t) for t in track_of[track_of >= 0])

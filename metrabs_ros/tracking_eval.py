@@ -310,8 +310,9 @@ def video_detections(path: str, estimator, detector_threshold: float = 0.1, max_
     return out
 
 
-def save_detections(path: str, detections: Sequence[Detections]) -> None:
-    """Cache detections in a ``.npz`` (the estimator is the slow part; trackers can be compared on the cache)."""
+def save_detections(path: str, detections: Sequence[Detections], recommended_threshold: float = float('nan')) -> None:
+    """Cache detections in a ``.npz`` (the estimator is the slow part; trackers can be compared on the cache),
+    with the detector's recommended score threshold."""
     counts = np.array([len(d.scores) for d in detections], np.int64)
     has_gt = all(d.gt_ids is not None for d in detections)
     np.savez_compressed(
@@ -319,10 +320,12 @@ def save_detections(path: str, detections: Sequence[Detections]) -> None:
         roots_mm=np.concatenate([d.roots_mm for d in detections]).reshape(-1, 3),
         boxes_xywh_px=np.concatenate([d.boxes_xywh_px for d in detections]).reshape(-1, 4),
         scores=np.concatenate([d.scores for d in detections]),
-        gt_ids=np.concatenate([d.gt_ids for d in detections]) if has_gt else np.zeros(0, np.int64))
+        gt_ids=np.concatenate([d.gt_ids for d in detections]) if has_gt else np.zeros(0, np.int64),
+        recommended_threshold=np.float64(recommended_threshold))
 
 
 def load_detections(path: str) -> List[Detections]:
+    """Detections saved by :func:`save_detections`."""
     data = np.load(path)
     splits = np.cumsum(data['counts'])[:-1]
     has_gt = len(data['gt_ids']) == int(data['counts'].sum()) and len(data['gt_ids']) > 0
@@ -419,3 +422,140 @@ def combine_metrics(per_sequence: Sequence[Dict[str, float]]) -> Dict[str, float
     lifetimes = [life for m in per_sequence for life in m['lifetimes_frames']]
     total['median_id_lifetime_frames'] = float(np.median(lifetimes)) if lifetimes else 0.0
     return total
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line: metrabs-ros evaluate-tracking
+# ---------------------------------------------------------------------------------------------------------------
+
+def add_evaluate_tracking_parser(subparsers, add_model_args) -> None:
+    """Register ``evaluate-tracking`` (``add_model_args`` adds the estimator options of the other commands)."""
+    p = subparsers.add_parser(
+        'evaluate-tracking', help='person tracker: ID switches, fragmentation and id lifetimes on synthetic '
+                                  'sequences with ground-truth ids, or id lifetimes on a video')
+    p.add_argument('--video', help='a real video (no ground truth: id lifetimes only); default: synthetic sequences')
+    p.add_argument('--source', default='simulated', choices=('simulated', 'rendered'),
+                   help='synthetic detections: a seeded detector model on the ground truth (fast), or the frames '
+                        'rendered and run through the estimator (slow)')
+    p.add_argument('--sequences', type=int, default=10, help='synthetic sequences (seeds seed..seed+N-1)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--frames', type=int, default=300, help='frames per synthetic sequence / at most from the video')
+    p.add_argument('--fps', type=float, default=15.0, help='frame rate of the synthetic sequences')
+    p.add_argument('--people', type=int, default=10, help='people walking through each synthetic sequence')
+    p.add_argument('--detections', help='.npz cache of the estimator detections (video or rendered): read if it '
+                                        'exists, else written')
+    p.add_argument('--detector-threshold', type=float, default=0.1,
+                   help='detector threshold for the estimator (low: the tracker uses low-score detections)')
+    p.add_argument('--fov', type=float, default=55.0, help='assumed field of view (deg) of the video')
+    p.add_argument('--min-lifetime', type=int, default=30, help='video: also report ids living at least this long')
+    p.add_argument('--min-hits', type=int, default=3)
+    p.add_argument('--max-age-s', type=float, default=2.0)
+    p.add_argument('--high-score', type=float, default=None,
+                   help="detections that start tracks (default: the detector's recommended threshold, 0.3 for "
+                        "simulated detections)")
+    p.add_argument('--low-score', type=float, default=0.1)
+    p.add_argument('--json', help='write the metrics as JSON')
+    add_model_args(p)
+    p.set_defaults(func=cmd_evaluate_tracking)
+
+
+def _tracker_from_args(args, high_score: float) -> PersonTracker:
+    return PersonTracker(max_age_s=args.max_age_s, min_hits=args.min_hits, high_score=high_score,
+                         low_score=args.low_score)
+
+
+def _estimator_from_args(args):
+    from metrabs_ros.estimator import PoseEstimator
+    return PoseEstimator(args.model, args.detector, backend=args.backend, num_threads=args.threads,
+                         detector_format=args.detector_format, torch_checkpoint=args.checkpoint,
+                         precision=args.precision)
+
+
+def _cached(path, make_estimator, make):
+    """``(detections, the detector's recommended threshold)`` from the cache ``path`` if it exists, else made with
+    a new estimator (and cached when ``path`` is given)."""
+    import os
+    if path and os.path.exists(path):
+        return load_detections(path), float(np.load(path)['recommended_threshold'])
+    estimator = make_estimator()
+    detections = make(estimator)
+    threshold = float(estimator.detector.default_threshold)
+    if path:
+        save_detections(path, detections, threshold)
+    return detections, threshold
+
+
+def _print_metrics(label: str, m: Dict[str, float]) -> None:
+    print(f"{label:>10}  {m['person_frames']:>7}  {m['id_switches']:>5}  {m['id_switches_per_100_person_frames']:>10.2f}"
+          f"  {m['fragmentations_per_100_person_frames']:>9.2f}  {m['coverage']:>8.3f}  {m['ids']:>4}"
+          f"  {m['median_id_lifetime_frames']:>8.1f}")
+
+
+def cmd_evaluate_tracking(args) -> int:
+    import json
+    from pathlib import Path
+
+    def describe(high_score):
+        return (f'min_hits={args.min_hits} max_age_s={args.max_age_s:g} high_score={high_score:g} '
+                f'low_score={args.low_score:g}')
+
+    if args.video:
+        detections, recommended = _cached(args.detections, lambda: _estimator_from_args(args), lambda e: (
+            video_detections(args.video, e, args.detector_threshold, args.frames, args.fov)))
+        high_score = args.high_score if args.high_score is not None else recommended
+        ids = run_tracker(detections, _tracker_from_args(args, high_score))
+        m = lifetime_metrics(ids)
+        lifetimes = np.array(m.pop('lifetimes_frames'))
+        long_lived = lifetimes[lifetimes >= args.min_lifetime]
+        m['ids_living_at_least_min_lifetime'] = int(len(long_lived))
+        m['median_lifetime_of_those_frames'] = float(np.median(long_lived)) if len(long_lived) else 0.0
+        m['detections_per_frame'] = float(np.mean([len(d.scores) for d in detections])) if detections else 0.0
+        m['high_score_detections_per_frame'] = float(np.mean([np.sum(d.scores >= high_score) for d in detections]))
+        print(f'{args.video}: {m["frames"]} frames, {m["high_score_detections_per_frame"]:.2f} detections/frame '
+              f'>= {high_score:g} ({m["detections_per_frame"]:.2f} >= {args.detector_threshold:g}); '
+              f'tracker {describe(high_score)}')
+        print(f'  ids handed out: {m["ids"]}; tracked person-frames: {m["tracked_person_frames"]}')
+        print(f'  median id lifetime (all ids): {m["median_id_lifetime_frames"]:.1f} frames')
+        print(f'  median id lifetime per tracked person-frame: {m["person_frame_median_id_lifetime_frames"]:.1f} '
+              f'frames')
+        print(f'  ids living >= {args.min_lifetime} frames: {m["ids_living_at_least_min_lifetime"]} '
+              f'(median {m["median_lifetime_of_those_frames"]:.1f} frames)')
+    else:
+        per_sequence = []
+        estimator = []                                          # made once, on the first rendered sequence
+
+        def make_estimator():
+            if not estimator:
+                estimator.append(_estimator_from_args(args))
+            return estimator[0]
+
+        high_score = args.high_score
+        for seed in range(args.seed, args.seed + args.sequences):     # loop over sequences
+            sequence = crossing_walks(seed, args.frames, args.fps, args.people)
+            if args.source == 'rendered':
+                cache = f'{args.detections}.{seed}.npz' if args.detections else None
+                detections, recommended = _cached(cache, make_estimator, lambda e: rendered_detections(
+                    sequence, e, args.detector_threshold))
+            else:
+                detections, recommended = simulated_detections(sequence, seed), 0.3
+            if high_score is None:
+                high_score = recommended
+            if seed == args.seed:
+                print(f'synthetic crossing walks, {args.source} detections, {args.people} people, {args.frames} '
+                      f'frames at {args.fps:g} fps; tracker {describe(high_score)}')
+                print(f"{'seed':>10}  {'p-frames':>7}  {'IDsw':>5}  {'IDsw/100':>10}  {'frag/100':>9}  "
+                      f"{'coverage':>8}  {'ids':>4}  {'lifetime':>8}")
+            ids = run_tracker(detections, _tracker_from_args(args, high_score))
+            per_sequence.append(identity_metrics([f.ids for f in sequence.frames], detections, ids))
+            _print_metrics(str(seed), per_sequence[-1])
+        m = combine_metrics(per_sequence)
+        _print_metrics('all', m)
+        print(f"ID switches per 100 person-frames: {m['id_switches_per_100_person_frames']:.2f} (target <= 1); "
+              f"fragmentations per 100: {m['fragmentations_per_100_person_frames']:.2f}; "
+              f"median id lifetime: {m['median_id_lifetime_frames']:.1f} frames; coverage {m['coverage']:.3f}")
+        for item in per_sequence:
+            item.pop('lifetimes_frames', None)
+        m['sequences'] = per_sequence
+    if args.json:
+        Path(args.json).write_text(json.dumps(m, indent=2))
+    return 0
