@@ -102,7 +102,12 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'default (unknown names are rejected, listing the valid ones)', dynamic=True),
     ParameterSpec('num_aug', 1, 'test-time augmentations per person (1 = fastest, 5 = official accuracy)',
                   1, 20, dynamic=True),
-    ParameterSpec('detector_threshold', 0.3, 'minimum person-detector confidence', 0.0, 1.0, dynamic=True),
+    ParameterSpec('detector_threshold', -1.0, "minimum person-detector confidence; negative = the detector's "
+                  'recommended threshold (its score_threshold metadata: 0.5 for the embedded NanoDet; 0.3 for '
+                  'detectors without one)', -1.0, 1.0, dynamic=True),
+    ParameterSpec('detector_tiles', 'off', "small-people pass: 'off' or ROWSxCOLS; the detector also runs on each "
+                  'tile of an overlapping grid (about 1.8x magnified at 2x2, costs one detector run per tile; '
+                  'docs/detector.md)', choices=('off', '1x2', '2x1', '2x2', '2x3', '3x3'), dynamic=True),
     ParameterSpec('detector_nms_iou_threshold', 0.7, 'IoU above which overlapping detections are suppressed',
                   0.0, 1.0, dynamic=True),
     ParameterSpec('max_detections', -1, 'maximum number of people per image; -1 = unlimited', -1, 1000,
@@ -113,8 +118,12 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   dynamic=True),
     ParameterSpec('antialias_factor', 1, "crop supersampling factor f (render at f x resolution, average-pool f x f; "
                   "smoother crops of people large in the image). Fixed when the model is exported (metrabs-ros "
-                  "export --antialias-factor F; 1 for models without that metadata): must equal the model's f, "
-                  'other values are rejected', 1, 4, dynamic=True),
+                  "export --antialias-factor F; 1 for models without that metadata): 0 = the model's f; other "
+                  "values must equal it", 0, 4, dynamic=True),
+    ParameterSpec('undistortion', 'converged', "box-point undistortion: 'converged' (float precision) or "
+                  "'official' (the official MeTRAbs 5 fixed-point iterations, for agreement with published "
+                  'results; differs only for strong distortion near the image border, docs/export.md)',
+                  choices=('converged', 'official'), dynamic=True),
     # --- outputs (changeable at run time)
     ParameterSpec('publish_markers', True, "publish visualization_msgs/MarkerArray on 'markers'", dynamic=True),
     ParameterSpec('track_max_age_s', 1.0, 'a person keeps its id (Person3D.id, marker namespace and colour) while '
@@ -634,11 +643,12 @@ def _make_node_class(base=None):
             try:
                 result = self.estimator.detect_poses(
                     image, camera=camera, default_fov_degrees=p['default_fov_degrees'], num_aug=p['num_aug'],
-                    skeleton=p['skeleton'], detector_threshold=p['detector_threshold'],
+                    skeleton=p['skeleton'],
+                    detector_threshold=p['detector_threshold'] if p['detector_threshold'] >= 0 else None,
                     detector_nms_iou_threshold=p['detector_nms_iou_threshold'],
-                    max_detections=p['max_detections'],
+                    max_detections=p['max_detections'], detector_tiles=p['detector_tiles'],
                     suppress_implausible_poses=p['suppress_implausible_poses'],
-                    antialias_factor=p['antialias_factor'])
+                    antialias_factor=p['antialias_factor'] or None, undistortion=p['undistortion'])
             except Exception as error:
                 if self.stopping():
                     return
