@@ -155,13 +155,23 @@ class OrtPoseBackend(SessionLike):
     wants_full_frame = False
 
     def __init__(self, session, name: str = 'onnxruntime'):
+        from metrabs_ros.onnx_backend import ArenaShrinkPolicy
         self.session = self.description = session
         self.name = name
         self.output_names = [o.name for o in session.get_outputs()]
         self.providers = list(session.get_providers())
+        # the graph takes the frame (or the window the crops sample) at its own size: give the arena's chunks of
+        # oversize frames back once they are over (else one 4K frame pins ~0.8 GB for good)
+        self._arena_policy = ArenaShrinkPolicy(session)
 
     def run(self, output_names, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
-        return self.session.run(list(output_names) if output_names else None, dict(feeds))
+        feeds = dict(feeds)
+        image = feeds.get('image')
+        run_options = self._arena_policy.run_options(int(np.size(image))) if image is not None else None
+        names = list(output_names) if output_names else None
+        if run_options is None:      # (session-like stand-ins need not take run options)
+            return self.session.run(names, feeds)
+        return self.session.run(names, feeds, run_options)
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
         return self.run(None, feeds)
