@@ -195,6 +195,7 @@ class Track:
     box_cov: Optional[np.ndarray]    # [8, 8]
     first_seen_s: float
     last_seen_s: float
+    last_box_xywh_px: Optional[np.ndarray] = None   # the last detected box (for the motion gate)
     hits: int = 1                    # consecutive frames with a detection (tentative) / all hits (confirmed)
     missed_frames: int = 0           # frames without a detection since the last hit
     state: str = TENTATIVE
@@ -229,6 +230,12 @@ class PersonTracker:
       root_velocity_sigma_mm_s: initial velocity uncertainty of a new track.
       box_sigma_fraction: measurement noise of box centre and size, as a fraction of the box height.
       box_accel_sigma_fraction_s2: process noise of the box, fraction of the box height per s².
+      max_box_speed_heights_s, max_box_jump_heights: motion gate in the image: the detected box centre must lie
+        within ``(jump + speed · time unseen)`` box heights of the track's last detected box, and the box height
+        within a factor ``1 + jump + speed · time unseen`` (walking at 1.3 m/s is ~0.75 body heights per second; bounds what a
+        lost track with a grown covariance may take over).
+      low_score_max_missed_frames: low-score detections continue tracks unseen for at most this many frames
+        (0 = only tracks seen in the previous frame, as ByteTrack).
     """
 
     def __init__(self, max_age_s: float = 2.0, min_hits: int = 3, high_score: float = 0.3, low_score: float = 0.1,
@@ -236,7 +243,8 @@ class PersonTracker:
                  root_lateral_sigma_mm: float = 60.0, root_depth_sigma_mm: float = 250.0,
                  root_depth_sigma_fraction: float = 0.15, root_accel_sigma_mm_s2: float = 2500.0,
                  root_velocity_sigma_mm_s: float = 1500.0, box_sigma_fraction: float = 0.05,
-                 box_accel_sigma_fraction_s2: float = 1.0, low_score_max_missed_frames: int = 0):
+                 box_accel_sigma_fraction_s2: float = 1.0, max_box_speed_heights_s: float = 0.8,
+                 max_box_jump_heights: float = 0.3, low_score_max_missed_frames: int = 0):
         if min_hits < 1:
             raise ValueError(f'min_hits must be >= 1, got {min_hits}')
         if low_score > high_score:
@@ -256,6 +264,8 @@ class PersonTracker:
         self.box_sigma_fraction = float(box_sigma_fraction)
         self.box_accel_sigma_fraction_s2 = float(box_accel_sigma_fraction_s2)
         self.low_score_max_missed_frames = int(low_score_max_missed_frames)
+        self.max_box_speed_heights_s = float(max_box_speed_heights_s)
+        self.max_box_jump_heights = float(max_box_jump_heights)
         self.tracks: List[Track] = []
         self._next_id = 0
         self._time_s: Optional[float] = None
@@ -373,7 +383,8 @@ class PersonTracker:
             box_cov = np.zeros((8, 8))
             box_cov[:4, :4] = self._box_noise(state)
             box_cov[4:, 4:] = np.eye(4) * float(state[3]) ** 2      # rate uncertainty: one box height per second
-        track = Track(-1, np.concatenate([root_mm, np.zeros(3)]), root_cov, box_mean, box_cov, time_s, time_s)
+        track = Track(-1, np.concatenate([root_mm, np.zeros(3)]), root_cov, box_mean, box_cov, time_s, time_s,
+                      None if box_mean is None else np.array(box_xywh[:4], np.float64))
         self._maybe_confirm(track)
         return track
 
@@ -388,6 +399,7 @@ class PersonTracker:
         track.root_mean, track.root_cov = kalman_update(track.root_mean, track.root_cov, roots[d],
                                                         self._root_noise(roots[d]))
         if boxes is not None and np.all(np.isfinite(boxes[d])):
+            track.last_box_xywh_px = np.array(boxes[d], np.float64)
             measured = _xywh_to_cxcywh(boxes[d])
             if track.box_mean is None:
                 track.box_mean = np.concatenate([measured, np.zeros(4)])
@@ -414,9 +426,20 @@ class PersonTracker:
                     iou = float(box_iou(_cxcywh_to_xywh(track.box_mean), boxes[d])[0, 0])
                 in_gate = d2 <= self.gate_chi2 and (
                     not has_boxes or iou >= self.min_iou or track.missed_frames > 0)
+                if has_boxes and track.last_box_xywh_px is not None and not self._box_motion_plausible(
+                        track.last_box_xywh_px, boxes[d], self._time_s - track.last_seen_s):
+                    continue
                 if in_gate or (has_boxes and iou >= self.strong_iou):
                     cost[row, col] = min(d2 / self.gate_chi2, 2.0) + (1.0 - iou if has_boxes else 1.0)
         return cost
+
+    def _box_motion_plausible(self, last_box, box, unseen_s: float) -> bool:
+        reach = self.max_box_jump_heights + self.max_box_speed_heights_s * max(unseen_s, 0.0)
+        height = max(float(last_box[3]), float(box[3]), 1.0)
+        centre_shift = np.hypot(box[0] + box[2] / 2 - last_box[0] - last_box[2] / 2,
+                                box[1] + box[3] / 2 - last_box[1] - last_box[3] / 2)
+        ratio = max(float(box[3]), 1.0) / max(float(last_box[3]), 1.0)
+        return centre_shift <= reach * height and 1.0 / (1.0 + reach) <= ratio <= 1.0 + reach
 
     def _associate(self, detections, track_indices, roots, boxes, track_of):
         """Assign ``detections`` to ``track_indices``; writes ``track_of``; returns the leftovers of both."""

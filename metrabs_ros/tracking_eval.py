@@ -476,7 +476,9 @@ def _cached(path, make_estimator, make):
     a new estimator (and cached when ``path`` is given)."""
     import os
     if path and os.path.exists(path):
-        return load_detections(path), float(np.load(path)['recommended_threshold'])
+        data = np.load(path)
+        threshold = float(data['recommended_threshold']) if 'recommended_threshold' in data.files else math.nan
+        return load_detections(path), 0.3 if math.isnan(threshold) else threshold
     estimator = make_estimator()
     detections = make(estimator)
     threshold = float(estimator.detector.default_threshold)

@@ -258,3 +258,20 @@ def test_synthetic_sequences_are_reproducible_and_have_crossings_and_misses():
     num_gt = sum(len(f.ids) for f in seq_a.frames)
     num_det = sum(int((d.gt_ids >= 0).sum()) for d in det_a)
     assert 0.5 * num_gt < num_det < num_gt                               # misses, but most people detected
+
+
+def test_a_lost_track_does_not_take_over_a_person_who_appears_elsewhere():
+    """A slow walker is last seen at t = 0.9 s; 1 s later someone appears 2 m to the right: inside the grown 3D
+    uncertainty of the lost track, but farther in the image than walking allows (the motion gate): a new id."""
+    def new_person_id(**options):
+        tracker = PersonTracker(min_hits=1, max_age_s=2.0, **options)
+        for i in range(10):
+            roots, boxes, scores = frame([walk([-1000, 0, 6000], [300, 0, 0], i / 10)])
+            assert tracker.update(roots, i / 10, boxes, scores).tolist() == [0]
+        for i in range(10, 19):                                      # frames without the person
+            tracker.update(np.zeros((0, 3)), i / 10, np.zeros((0, 4)))
+        roots, boxes, scores = frame([[-730 + 2000, 0, 6000.0]])
+        return tracker.update(roots, 1.9, boxes, scores).tolist()
+
+    assert new_person_id() == [1]
+    assert new_person_id(max_box_speed_heights_s=1e9) == [0]        # without the motion gate: taken over
