@@ -200,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--strict', action='store_true', help='also fail on limited support')
     p.set_defaults(func=cmd_check_engine_compat)
 
+    try:    # fp16-numerics reads data-engine samples (metrabs_ros.training); imports onnx when it runs
+        from metrabs_ros.training.fp16_numerics import add_parser as add_fp16_numerics_parser
+    except ModuleNotFoundError as error:
+        if not (error.name or '').startswith('metrabs_ros.training'):
+            raise
+    else:
+        add_fp16_numerics_parser(sub)
+
     from metrabs_ros.tracking_eval import add_evaluate_tracking_parser
     add_evaluate_tracking_parser(sub, _add_model_args)   # evaluate-tracking (numpy; estimator only for video)
 
