@@ -16,6 +16,7 @@ BUILD="$(dirname "$PREFIX")/build"
 mkdir -p "$PREFIX" "$BUILD"
 PREFIX="$(cd "$PREFIX" && pwd)"
 PY_PREFIX="$("$PYTHON" -c 'import sys; print(sys.prefix)')"
+export AMENT_PREFIX_PATH="${AMENT_PREFIX_PATH:-$PY_PREFIX}"    # the wheels' ament index (rosidl typesupports)
 PY_DIR="$("$PYTHON" -c 'import sys, sysconfig, os; print(os.path.relpath(sysconfig.get_path("purelib", vars={"base": sys.argv[1]}), sys.argv[1]))' "$PREFIX")"
 STAMP="$BUILD/.inputs.sha256"
 NEW="$( (echo "$PREFIX $PYTHON"; cd "$HERE" && find tf2_msgs hri_msgs -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1)"
@@ -31,7 +32,7 @@ for package in tf2_msgs hri_msgs; do
     -DBUILD_TESTING=OFF -DCMAKE_INSTALL_RPATH="\$ORIGIN;$PREFIX/lib" \
     -DCMAKE_PROJECT_INCLUDE="$ROOT/cmake/ros_wheels_fix.cmake" > "$BUILD/$package.configure.log" 2>&1 \
     || { tail -30 "$BUILD/$package.configure.log" >&2; exit 1; }
-  AMENT_PREFIX_PATH="$PY_PREFIX" cmake --build "$BUILD/$package" -j 2 > "$BUILD/$package.build.log" 2>&1 \
+  cmake --build "$BUILD/$package" -j 2 > "$BUILD/$package.build.log" 2>&1 \
     || { tail -40 "$BUILD/$package.build.log" >&2; exit 1; }
   cmake --install "$BUILD/$package" > "$BUILD/$package.install.log" 2>&1 \
     || { tail -30 "$BUILD/$package.install.log" >&2; exit 1; }
