@@ -55,15 +55,6 @@ def _literal(node, constants):
     return ast.literal_eval(node)
 
 
-def _subscribed_topics(module_path: Path):
-    tree = ast.parse(module_path.read_text())
-    topics = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and _call_name(node) == 'create_subscription':
-            topics.add(ast.literal_eval(node.args[1]))
-    return topics
-
-
 def test_launch_file_declarations():
     try:   # a full ROS installation (note: <repo>/launch alone would import as an empty namespace package)
         from launch import LaunchDescription  # noqa: F401
