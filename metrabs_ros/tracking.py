@@ -196,6 +196,7 @@ class Track:
     first_seen_s: float
     last_seen_s: float
     last_box_xywh_px: Optional[np.ndarray] = None   # the last detected box (for the motion gate)
+    appearance: Optional[np.ndarray] = None         # running colour descriptor (person_appearance), unit norm
     hits: int = 1                    # consecutive frames with a detection (tentative) / all hits (confirmed)
     missed_frames: int = 0           # frames without a detection since the last hit
     state: str = TENTATIVE
@@ -236,6 +237,11 @@ class PersonTracker:
         lost track with a grown covariance may take over).
       low_score_max_missed_frames: low-score detections continue tracks unseen for at most this many frames
         (0 = only tracks seen in the previous frame, as ByteTrack).
+      appearance_weight: weight of the appearance distance (``1 - Bhattacharyya coefficient`` of the colour
+        descriptors, :mod:`metrabs_ros.person_appearance`) in the cost, when descriptors are given.
+      max_appearance_distance: pairs whose appearance differs more are not matched (same person across frames:
+        ≤ 0.12 in 99 % of cases on vtest.avi; different people: median 0.27).
+      appearance_momentum: the track's descriptor is ``m · old + (1 - m) · new`` (renormalised) per high-score hit.
     """
 
     def __init__(self, max_age_s: float = 2.0, min_hits: int = 3, high_score: float = 0.3, low_score: float = 0.1,
@@ -244,7 +250,9 @@ class PersonTracker:
                  root_depth_sigma_fraction: float = 0.15, root_accel_sigma_mm_s2: float = 2500.0,
                  root_velocity_sigma_mm_s: float = 1500.0, box_sigma_fraction: float = 0.05,
                  box_accel_sigma_fraction_s2: float = 1.0, max_box_speed_heights_s: float = 0.8,
-                 max_box_jump_heights: float = 0.3, low_score_max_missed_frames: int = 0):
+                 max_box_jump_heights: float = 0.3, low_score_max_missed_frames: int = 0,
+                 appearance_weight: float = 2.0, max_appearance_distance: float = 0.18,
+                 appearance_momentum: float = 0.9):
         if min_hits < 1:
             raise ValueError(f'min_hits must be >= 1, got {min_hits}')
         if low_score > high_score:
@@ -266,9 +274,13 @@ class PersonTracker:
         self.low_score_max_missed_frames = int(low_score_max_missed_frames)
         self.max_box_speed_heights_s = float(max_box_speed_heights_s)
         self.max_box_jump_heights = float(max_box_jump_heights)
+        self.appearance_weight = float(appearance_weight)
+        self.max_appearance_distance = float(max_appearance_distance)
+        self.appearance_momentum = float(appearance_momentum)
         self.tracks: List[Track] = []
         self._next_id = 0
         self._time_s: Optional[float] = None
+        self._appearance: Optional[np.ndarray] = None   # this frame's descriptors (during update)
 
     def reset(self) -> None:
         """Forget all tracks (ids keep increasing: an id is never handed out twice)."""
@@ -281,7 +293,7 @@ class PersonTracker:
 
     # --- public -----------------------------------------------------------------------------------------------
     def update(self, roots_mm: np.ndarray, time_s: float, boxes_xywh_px: Optional[np.ndarray] = None,
-               scores: Optional[np.ndarray] = None) -> np.ndarray:
+               scores: Optional[np.ndarray] = None, appearance: Optional[np.ndarray] = None) -> np.ndarray:
         """Associate one frame's detections and return their ids, ``int64 [P]`` (-1: no confirmed track).
 
         Args:
@@ -290,6 +302,8 @@ class PersonTracker:
           boxes_xywh_px: ``[P, 4]`` or ``[P, 5]`` (x, y, width, height px [, score]) as the estimator returns them;
             None: association on the 3D root alone.
           scores: ``[P]`` detection confidences; default: column 5 of the boxes, else 1 (all high-score).
+          appearance: ``[P, D]`` colour descriptors (:func:`metrabs_ros.person_appearance.appearance_descriptors`
+            of the image and the boxes); None: no appearance cue.
         """
         roots = np.asarray(roots_mm, np.float64).reshape(-1, 3)
         num = len(roots)
@@ -301,6 +315,7 @@ class PersonTracker:
             if scores is None and raw.shape[1] >= 5:
                 scores = raw[:, 4]
         scores = np.ones(num) if scores is None else np.asarray(scores, np.float64).reshape(num)
+        self._appearance = None if appearance is None else np.asarray(appearance, np.float64).reshape(num, -1)
         time_s = float(time_s)
         if self._time_s is not None and time_s < self._time_s:
             self.reset()   # time went backwards (bag restarted, sim time reset): start over
@@ -330,7 +345,7 @@ class PersonTracker:
 
         matched = set(int(t) for t in track_of[track_of >= 0])
         for index in matched:
-            self._correct(self.tracks[index], roots, boxes, track_of, index, time_s)
+            self._correct(self.tracks[index], roots, boxes, track_of, index, time_s, scores)
         survivors = []
         for index, track in enumerate(self.tracks):
             if index not in matched:
@@ -339,6 +354,8 @@ class PersonTracker:
                     continue                                    # birth hysteresis: a miss ends a tentative track
             survivors.append(track)
         new_tracks = [self._new_track(roots[d], None if boxes is None else boxes[d], time_s) for d in left_high]
+        for d, track in zip(left_high, new_tracks):
+            self._update_appearance(track, d)
         ids = np.full(num, -1, np.int64)
         for d in np.flatnonzero(track_of >= 0):
             track = self.tracks[track_of[d]]
@@ -394,8 +411,18 @@ class PersonTracker:
             track.id = self._next_id
             self._next_id += 1
 
-    def _correct(self, track: Track, roots, boxes, track_of, index: int, time_s: float) -> None:
+    def _update_appearance(self, track: Track, d: int) -> None:
+        if self._appearance is None or not self._appearance[d].any():
+            return
+        new = self._appearance[d]
+        if track.appearance is not None:
+            new = self.appearance_momentum * track.appearance + (1 - self.appearance_momentum) * new
+        track.appearance = new / max(float(np.linalg.norm(new)), 1e-12)
+
+    def _correct(self, track: Track, roots, boxes, track_of, index: int, time_s: float, scores) -> None:
         d = int(np.flatnonzero(track_of == index)[0])
+        if scores[d] >= self.high_score:                     # low-score boxes are often partly someone else
+            self._update_appearance(track, d)
         track.root_mean, track.root_cov = kalman_update(track.root_mean, track.root_cov, roots[d],
                                                         self._root_noise(roots[d]))
         if boxes is not None and np.all(np.isfinite(boxes[d])):
@@ -429,8 +456,14 @@ class PersonTracker:
                 if has_boxes and track.last_box_xywh_px is not None and not self._box_motion_plausible(
                         track.last_box_xywh_px, boxes[d], self._time_s - track.last_seen_s):
                     continue
+                appearance = 0.0
+                if self._appearance is not None and track.appearance is not None and self._appearance[d].any():
+                    appearance = float(np.clip(1.0 - track.appearance @ self._appearance[d], 0.0, 1.0))
+                    if appearance > self.max_appearance_distance:
+                        continue
                 if in_gate or (has_boxes and iou >= self.strong_iou):
-                    cost[row, col] = min(d2 / self.gate_chi2, 2.0) + (1.0 - iou if has_boxes else 1.0)
+                    cost[row, col] = (min(d2 / self.gate_chi2, 2.0) + (1.0 - iou if has_boxes else 1.0)
+                                      + self.appearance_weight * appearance)
         return cost
 
     def _box_motion_plausible(self, last_box, box, unseen_s: float) -> bool:

@@ -16,6 +16,9 @@ Detection sources:
   :class:`~metrabs_ros.estimator.PoseEstimator` (detections matched to the ground truth by box IoU ≥ 0.5);
 * :func:`video_detections`: the estimator on a real video (no ground truth).
 
+The estimator sources also compute each detection's colour descriptor (:mod:`metrabs_ros.person_appearance`); the
+simulated source has none (the tracker then runs without the appearance cue).
+
 Metrics (:func:`identity_metrics`), over ground-truth person-frames in which the person is at least partly in the
 image: ID switches (a person's track id differs from the one it had when last tracked, MOT convention) per 100
 person-frames, fragmentations (a person's tracking is interrupted and resumes), coverage (fraction of person-frames
@@ -34,6 +37,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 
 from metrabs_ros.camera import CameraModel
+from metrabs_ros.person_appearance import appearance_descriptors
 from metrabs_ros.tracking import PersonTracker, linear_assignment, box_iou
 
 
@@ -95,6 +99,7 @@ class Detections:
     boxes_xywh_px: np.ndarray       # [P, 4]
     scores: np.ndarray              # [P]
     gt_ids: Optional[np.ndarray]    # int64 [P], -1 = false positive; None without ground truth
+    appearance: Optional[np.ndarray] = None   # [P, D] colour descriptors (person_appearance); None: not computed
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -277,7 +282,7 @@ def rendered_detections(sequence: Sequence_, estimator, detector_threshold: floa
         gt_ids = match_to_ground_truth(result.boxes[:, :4], gt_boxes, frame.ids[seen])
         out.append(Detections(frame.time_s, result.poses3d_mm.mean(axis=1).astype(np.float64),
                               result.boxes[:, :4].astype(np.float64), result.boxes[:, 4].astype(np.float64),
-                              gt_ids))
+                              gt_ids, appearance_descriptors(scene.image_rgb, result.boxes)))
         if progress is not None:
             progress.update()
     return out
@@ -298,11 +303,12 @@ def video_detections(path: str, estimator, detector_threshold: float = 0.1, max_
             ok, frame_bgr = capture.read()
             if not ok:
                 break
-            result = estimator.detect_poses(frame_bgr[..., ::-1], default_fov_degrees=fov_degrees,
+            image_rgb = np.ascontiguousarray(frame_bgr[..., ::-1])
+            result = estimator.detect_poses(image_rgb, default_fov_degrees=fov_degrees,
                                             detector_threshold=detector_threshold)
             out.append(Detections(len(out) / fps, result.poses3d_mm.mean(axis=1).astype(np.float64),
                                   result.boxes[:, :4].astype(np.float64), result.boxes[:, 4].astype(np.float64),
-                                  None))
+                                  None, appearance_descriptors(image_rgb, result.boxes)))
             if progress is not None:
                 progress.update()
     finally:
@@ -321,6 +327,8 @@ def save_detections(path: str, detections: Sequence[Detections], recommended_thr
         boxes_xywh_px=np.concatenate([d.boxes_xywh_px for d in detections]).reshape(-1, 4),
         scores=np.concatenate([d.scores for d in detections]),
         gt_ids=np.concatenate([d.gt_ids for d in detections]) if has_gt else np.zeros(0, np.int64),
+        appearance=(np.concatenate([d.appearance for d in detections]) if detections and all(
+            d.appearance is not None for d in detections) else np.zeros((0, 1))),
         recommended_threshold=np.float64(recommended_threshold))
 
 
@@ -331,7 +339,10 @@ def load_detections(path: str) -> List[Detections]:
     has_gt = len(data['gt_ids']) == int(data['counts'].sum()) and len(data['gt_ids']) > 0
     parts = [np.split(data[key], splits) for key in ('roots_mm', 'boxes_xywh_px', 'scores')]
     gts = np.split(data['gt_ids'], splits) if has_gt else [None] * len(data['counts'])
-    return [Detections(float(t), r, b, s, g) for t, r, b, s, g in zip(data['times_s'], *parts, gts)]
+    has_appearance = 'appearance' in data.files and len(data['appearance']) == int(data['counts'].sum())
+    appearance = np.split(data['appearance'], splits) if has_appearance else [None] * len(data['counts'])
+    return [Detections(float(t), r, b, s, g, a)
+            for t, r, b, s, g, a in zip(data['times_s'], *parts, gts, appearance)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -341,7 +352,7 @@ def load_detections(path: str) -> List[Detections]:
 def run_tracker(detections: Iterable[Detections], tracker: Optional[PersonTracker] = None) -> List[np.ndarray]:
     """The tracker's ids (``int64 [P]`` per frame, -1 = none) for a sequence of detections."""
     tracker = PersonTracker() if tracker is None else tracker
-    return [tracker.update(d.roots_mm, d.time_s, d.boxes_xywh_px, d.scores) for d in detections]
+    return [tracker.update(d.roots_mm, d.time_s, d.boxes_xywh_px, d.scores, d.appearance) for d in detections]
 
 
 def lifetime_metrics(track_ids_per_frame: Sequence[np.ndarray]) -> Dict[str, float]:
@@ -454,6 +465,7 @@ def add_evaluate_tracking_parser(subparsers, add_model_args) -> None:
                    help="detections that start tracks (default: the detector's recommended threshold, 0.3 for "
                         "simulated detections)")
     p.add_argument('--low-score', type=float, default=0.1)
+    p.add_argument('--no-appearance', action='store_true', help='track without the colour descriptors')
     p.add_argument('--json', help='write the metrics as JSON')
     add_model_args(p)
     p.set_defaults(func=cmd_evaluate_tracking)
@@ -505,6 +517,8 @@ def cmd_evaluate_tracking(args) -> int:
         detections, recommended = _cached(args.detections, lambda: _estimator_from_args(args), lambda e: (
             video_detections(args.video, e, args.detector_threshold, args.frames, args.fov)))
         high_score = args.high_score if args.high_score is not None else recommended
+        if args.no_appearance:
+            detections = [dataclasses.replace(d, appearance=None) for d in detections]
         ids = run_tracker(detections, _tracker_from_args(args, high_score))
         m = lifetime_metrics(ids)
         lifetimes = np.array(m.pop('lifetimes_frames'))
@@ -513,9 +527,10 @@ def cmd_evaluate_tracking(args) -> int:
         m['median_lifetime_of_those_frames'] = float(np.median(long_lived)) if len(long_lived) else 0.0
         m['detections_per_frame'] = float(np.mean([len(d.scores) for d in detections])) if detections else 0.0
         m['high_score_detections_per_frame'] = float(np.mean([np.sum(d.scores >= high_score) for d in detections]))
+        appearance = 'off' if args.no_appearance or detections[0].appearance is None else 'on'
         print(f'{args.video}: {m["frames"]} frames, {m["high_score_detections_per_frame"]:.2f} detections/frame '
               f'>= {high_score:g} ({m["detections_per_frame"]:.2f} >= {args.detector_threshold:g}); '
-              f'tracker {describe(high_score)}')
+              f'tracker {describe(high_score)}, appearance {appearance}')
         print(f'  ids handed out: {m["ids"]}; tracked person-frames: {m["tracked_person_frames"]}')
         print(f'  median id lifetime (all ids): {m["median_id_lifetime_frames"]:.1f} frames')
         print(f'  median id lifetime per tracked person-frame: {m["person_frame_median_id_lifetime_frames"]:.1f} '
@@ -542,6 +557,8 @@ def cmd_evaluate_tracking(args) -> int:
                 detections, recommended = simulated_detections(sequence, seed), 0.3
             if high_score is None:
                 high_score = recommended
+            if args.no_appearance:
+                detections = [dataclasses.replace(d, appearance=None) for d in detections]
             if seed == args.seed:
                 print(f'synthetic crossing walks, {args.source} detections, {args.people} people, {args.frames} '
                       f'frames at {args.fps:g} fps; tracker {describe(high_score)}')

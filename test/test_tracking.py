@@ -275,3 +275,48 @@ def test_a_lost_track_does_not_take_over_a_person_who_appears_elsewhere():
 
     assert new_person_id() == [1]
     assert new_person_id(max_box_speed_heights_s=1e9) == [0]        # without the motion gate: taken over
+
+
+# --- appearance ----------------------------------------------------------------------------------------------------
+
+def test_appearance_keeps_a_differently_dressed_person_from_taking_a_lost_id():
+    """A is missed for 4 frames; B, dressed differently, steps in where A would be. Without appearance B takes A's id;
+    with it B gets a new id and A, back, gets its own."""
+    red, blue = np.zeros(56), np.zeros(56)
+    red[0], blue[20] = 1.0, 1.0
+
+    def run(use_appearance):
+        tracker = PersonTracker(min_hits=1)
+        out = []
+        for i in range(14):
+            a = walk([-1000, 0, 5000], [800, 0, 0], i / 10)
+            if i < 6:
+                people, looks = [a], [red]
+            elif i < 10:
+                people, looks = [a + [0, 0, 150]], [blue]        # A hidden; B where A is
+            else:
+                people, looks = [a, a + [700, 0, 150]], [red, blue]
+            roots, boxes, scores = frame(people)
+            out.append(tracker.update(roots, i / 10, boxes, scores,
+                                      np.array(looks) if use_appearance else None).tolist())
+        return out
+
+    with_appearance = run(True)
+    assert {row[0] for row in with_appearance[:6]} == {0}
+    assert {row[0] for row in with_appearance[6:10]} == {1}
+    assert [row[0] for row in with_appearance[10:]] == [0] * 4
+    assert run(False)[6][0] == 0                                   # the swap it prevents
+
+
+def test_appearance_descriptors_separate_clothing_colours():
+    from metrabs_ros.person_appearance import appearance_descriptors, appearance_distance
+    image = np.full((200, 300, 3), 128, np.uint8)
+    image[20:180, 20:80] = (200, 30, 30)                           # red person
+    image[20:180, 120:180] = (30, 40, 200)                         # blue person
+    image[20:180, 220:280] = (200, 30, 30)                         # another red one
+    boxes = [[20, 20, 60, 160, 0.9], [120, 20, 60, 160, 0.9], [225, 25, 55, 150, 0.9], [400, 0, 10, 10, 0.9]]
+    d = appearance_descriptors(image, np.array(boxes))
+    assert d.shape == (4, 56)
+    np.testing.assert_allclose(np.linalg.norm(d[:3], axis=1), 1.0)
+    assert appearance_distance(d[0], d[2]) < 0.05 < 0.9 < appearance_distance(d[0], d[1])
+    assert not d[3].any() and appearance_distance(d[0], d[3]) == 0.0     # outside the image: no cue

@@ -661,7 +661,8 @@ def _make_node_class(base=None):
                                           "(set the 'frame_id' parameter)")
             if p['track_max_age_s'] > 0:
                 self._tracker.max_age_s = float(p['track_max_age_s'])
-                person_ids = self._tracker.update(result.poses3d_mm.mean(axis=1), stamp_ns / 1e9, result.boxes)
+                person_ids = self._tracker.update(result.poses3d_mm.mean(axis=1), stamp_ns / 1e9, result.boxes,
+                                                  appearance=appearance_descriptors(image, result.boxes))
             else:
                 person_ids = np.arange(len(result))
             inference_s = (end_mono_ns - start_mono_ns) / 1e9
@@ -814,6 +815,7 @@ from metrabs_ros.ros.camera_info import (CameraInfoError, UncalibratedCameraInfo
 from metrabs_ros.ros.image_conversion import (ImageConversionError, compressed_image_msg_to_rgb,  # noqa: E402
                                               fill_image_msg, image_msg_to_rgb)
 from metrabs_ros.ros.markers import build_marker_array, delete_all_marker_array  # noqa: E402
+from metrabs_ros.person_appearance import appearance_descriptors  # noqa: E402
 from metrabs_ros.tracking import PersonTracker  # noqa: E402
 from metrabs_ros.ros.pose_messages import result_to_poses3d_msg  # noqa: E402
 from metrabs_ros.ros.person_outputs import (HRI_BODY_FRAME, TF_TOPIC, HriBodies, hri_body_id,  # noqa: E402
