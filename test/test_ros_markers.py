@@ -206,7 +206,7 @@ def test_log_throttle_per_key():
 
 @pytest.mark.parametrize('name,value,ok', [
     ('num_aug', 5, True), ('num_aug', 0, False), ('num_aug', 2.5, False), ('num_aug', True, False),
-    ('detector_threshold', 0.5, True), ('detector_threshold', 1.5, False), ('detector_threshold', -0.1, False),
+    ('detector_threshold', 0.5, True), ('detector_threshold', 1.5, False), ('detector_threshold', -0.1, True), ('detector_threshold', -1.5, False),
     ('detector_threshold', float('nan'), False), ('max_detections', -1, True), ('max_detections', -2, False),
     ('qos', 'reliable', True), ('qos', 'best', False), ('suppress_implausible_poses', 1, False),
     ('skeleton', '', True), ('skeleton', 'coco_19', True), ('skeleton', 'smpl_99', False),

@@ -116,7 +116,7 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'CameraInfo is available', 1.0, 179.0, dynamic=True),
     ParameterSpec('suppress_implausible_poses', True, 'drop implausible poses and pose-level duplicates',
                   dynamic=True),
-    ParameterSpec('antialias_factor', 1, "crop supersampling factor f (render at f x resolution, average-pool f x f; "
+    ParameterSpec('antialias_factor', 0, "crop supersampling factor f (render at f x resolution, average-pool f x f; "
                   "smoother crops of people large in the image). Fixed when the model is exported (metrabs-ros "
                   "export --antialias-factor F; 1 for models without that metadata): 0 = the model's f; other "
                   "values must equal it", 0, 4, dynamic=True),
