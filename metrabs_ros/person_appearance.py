@@ -43,7 +43,8 @@ def _histogram(rgb: np.ndarray) -> np.ndarray:
 def appearance_descriptors(image_rgb: np.ndarray, boxes_xywh_px: np.ndarray) -> np.ndarray:
     """Descriptors ``float64 [P, DESCRIPTOR_DIMS]`` of the people in ``boxes_xywh_px`` ``[P, >=4]`` (x, y, w, h px)
     of a ``uint8 [H, W, 3]`` RGB image; a box with no pixels in the image gets all zeros (no appearance cue)."""
-    boxes = np.asarray(boxes_xywh_px, np.float64).reshape(len(boxes_xywh_px), -1)
+    boxes = np.asarray(boxes_xywh_px, np.float64)
+    boxes = boxes.reshape(len(boxes), boxes.shape[-1] if boxes.ndim == 2 else 4)
     out = np.zeros((len(boxes), DESCRIPTOR_DIMS))
     height, width = image_rgb.shape[:2]
     for i, (x, y, w, h) in enumerate(boxes[:, :4]):             # loop over people (a handful)

@@ -315,7 +315,10 @@ class PersonTracker:
             if scores is None and raw.shape[1] >= 5:
                 scores = raw[:, 4]
         scores = np.ones(num) if scores is None else np.asarray(scores, np.float64).reshape(num)
-        self._appearance = None if appearance is None else np.asarray(appearance, np.float64).reshape(num, -1)
+        self._appearance = None
+        if appearance is not None:
+            self._appearance = np.asarray(appearance, np.float64)
+            self._appearance = self._appearance.reshape(num, self._appearance.shape[-1] if num else 0)
         time_s = float(time_s)
         if self._time_s is not None and time_s < self._time_s:
             self.reset()   # time went backwards (bag restarted, sim time reset): start over

@@ -320,3 +320,7 @@ def test_appearance_descriptors_separate_clothing_colours():
     np.testing.assert_allclose(np.linalg.norm(d[:3], axis=1), 1.0)
     assert appearance_distance(d[0], d[2]) < 0.05 < 0.9 < appearance_distance(d[0], d[1])
     assert not d[3].any() and appearance_distance(d[0], d[3]) == 0.0     # outside the image: no cue
+    assert appearance_descriptors(image, np.zeros((0, 5), np.float32)).shape == (0, 56)   # a frame without people
+    assert appearance_descriptors(image, []).shape == (0, 56)
+    tracker = PersonTracker()
+    assert tracker.update(np.zeros((0, 3)), 0.0, np.zeros((0, 5)), appearance=np.zeros((0, 56))).tolist() == []
