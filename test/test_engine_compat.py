@@ -207,6 +207,7 @@ def exported_backbone_models(tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow
 def test_exported_efficientnet_and_mobilenet_models(exported_backbone_models):
     for path in exported_backbone_models:
         report = check_model(path)
@@ -216,6 +217,7 @@ def test_exported_efficientnet_and_mobilenet_models(exported_backbone_models):
     assert any(n.op_type == 'Cast' and n.attribute[0].i == TensorProto.FLOAT16 for n in fp16.graph.node)
 
 
+@pytest.mark.slow
 def test_import_official_style_model(tmp_path):
     pytest.importorskip('torch')
     pytest.importorskip('yaml')
