@@ -233,8 +233,8 @@ class PersonTracker:
       box_accel_sigma_fraction_s2: process noise of the box, fraction of the box height per s².
       max_box_speed_heights_s, max_box_jump_heights: motion gate in the image: the detected box centre must lie
         within ``(jump + speed · time unseen)`` box heights of the track's last detected box, and the box height
-        within a factor ``1 + jump + speed · time unseen`` (walking at 1.3 m/s is ~0.75 body heights per second; bounds what a
-        lost track with a grown covariance may take over).
+        within a factor ``1 + jump + speed · time unseen`` (walking at 1.3 m/s is ~0.75 body heights per second;
+        bounds what a lost track with a grown covariance may take over).
       low_score_max_missed_frames: low-score detections continue tracks unseen for at most this many frames
         (0 = only tracks seen in the previous frame, as ByteTrack).
       appearance_weight: weight of the appearance distance (``1 - Bhattacharyya coefficient`` of the colour

@@ -81,7 +81,7 @@ class GroundTruthFrame:
 
 
 @dataclasses.dataclass
-class Sequence_:
+class WalkSequence:
     camera: CameraModel
     image_hw: tuple
     camera_height_mm: float
@@ -107,7 +107,7 @@ class Detections:
 # ---------------------------------------------------------------------------------------------------------------
 
 def crossing_walks(seed: int, num_frames: int = 300, fps: float = 15.0, num_people: int = 10,
-                   image_hw=(480, 640), fov_degrees: float = 55.0) -> Sequence_:
+                   image_hw=(480, 640), fov_degrees: float = 55.0) -> WalkSequence:
     """People walking across the view in both directions at 3-9 m (crossings, occlusions, pauses), seeded."""
     from metrabs_ros import synthetic_scene as ss
 
@@ -151,7 +151,7 @@ def crossing_walks(seed: int, num_frames: int = 300, fps: float = 15.0, num_peop
                                                  pose_kind='walking'))
             ids.append(i)
         frames.append(_ground_truth(t, ids, placements, camera, image_hw, world_to_camera, cam_h))
-    return Sequence_(camera, tuple(image_hw), cam_h, pitch, fps, frames)
+    return WalkSequence(camera, tuple(image_hw), cam_h, pitch, fps, frames)
 
 
 def _ground_truth(t, ids, placements, camera, image_hw, world_to_camera, cam_h) -> GroundTruthFrame:
@@ -192,7 +192,7 @@ def visible_fractions(boxes_xywh_px: np.ndarray, depths_mm: np.ndarray, image_hw
 # Detection sources
 # ---------------------------------------------------------------------------------------------------------------
 
-def simulated_detections(sequence: Sequence_, seed: int, miss_probability: float = 0.03,
+def simulated_detections(sequence: WalkSequence, seed: int, miss_probability: float = 0.03,
                          dropouts_per_person_s: float = 0.25, false_positives_per_frame: float = 0.2,
                          depth_bias_fraction: float = 0.08, depth_jitter_fraction=(0.02, 0.15),
                          lateral_jitter_mm: float = 30.0, box_jitter_fraction: float = 0.03) -> List[Detections]:
@@ -263,7 +263,7 @@ def match_to_ground_truth(det_boxes_xywh_px: np.ndarray, gt_boxes_xywh_px: np.nd
     return out
 
 
-def rendered_detections(sequence: Sequence_, estimator, detector_threshold: float = 0.1,
+def rendered_detections(sequence: WalkSequence, estimator, detector_threshold: float = 0.1,
                         progress=None) -> List[Detections]:
     """Render every frame of ``sequence`` and run ``estimator`` on it; identities by box IoU with the rendering."""
     from metrabs_ros import synthetic_scene as ss
@@ -500,7 +500,8 @@ def _cached(path, make_estimator, make):
 
 
 def _print_metrics(label: str, m: Dict[str, float]) -> None:
-    print(f"{label:>10}  {m['person_frames']:>7}  {m['id_switches']:>5}  {m['id_switches_per_100_person_frames']:>10.2f}"
+    print(f"{label:>10}  {m['person_frames']:>7}  {m['id_switches']:>5}"
+          f"  {m['id_switches_per_100_person_frames']:>10.2f}"
           f"  {m['fragmentations_per_100_person_frames']:>9.2f}  {m['coverage']:>8.3f}  {m['ids']:>4}"
           f"  {m['median_id_lifetime_frames']:>8.1f}")
 
