@@ -295,3 +295,19 @@ def test_cast_uint8_first_rewrite_is_exact():
     assert check_model(fixed).ok
     got = ort.InferenceSession(fixed.SerializeToString()).run(None, {'img': image})[0]
     assert got.dtype == np.int32 and np.array_equal(got, expected)
+
+
+def test_rewrites_leave_what_they_cannot_rewrite_exactly():
+    node = helper.make_node('Resize', ['x', '', '', 'sizes'], ['y'], mode='cubic', antialias=1)
+    model = make([node], [image_nchw(), vi('sizes', TensorProto.INT64, [4])],
+                 [vi('y', TensorProto.FLOAT, [1, 3, 'h', 'w'])], opset=18)
+    with pytest.warns(UserWarning, match='left as it is'):
+        replace_antialiased_resize(model)
+    assert 'resize-antialias' in rules_of(model, 'unsupported')
+    pad = helper.make_node('Pad', ['img', 'pads'], ['p'])       # not a layout op: no cast-first rewrite
+    cast = helper.make_node('Cast', ['p'], ['y'], to=TensorProto.FLOAT)
+    model = make([pad, cast], [vi('img', TensorProto.UINT8, ['H', 'W', 3])], [vi('y', TensorProto.FLOAT, None)],
+                 [numpy_helper.from_array(np.zeros(6, np.int64), 'pads')])
+    with pytest.warns(UserWarning, match='left as it is'):
+        cast_uint8_inputs_first(model)
+    assert 'uint8-input' in rules_of(model, 'unsupported')

@@ -12,6 +12,8 @@ of :mod:`metrabs_ros.gpu.engine_compat` (docs/gpu.md, "TensorRT compatibility ch
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 LAYOUT_OPS = frozenset({'Transpose', 'Reshape', 'Unsqueeze', 'Squeeze', 'Slice', 'Identity', 'Flatten'})
@@ -29,8 +31,8 @@ def cast_uint8_inputs_first(model):
     """For every UINT8 graph input read by layout operations that end in Cast(to=T) nodes (all the same T),
     insert one Cast(input -> T) in front of them; the terminal Casts become no-ops (T -> T).
 
-    Exact (UINT8 -> INT32/FLOAT is exact and layout operations move values only). Raises ValueError when a chain
-    from a UINT8 input does not end in Casts to one type (then the graph needs another fix)."""
+    Exact (UINT8 -> INT32/FLOAT is exact and layout operations move values only). An input whose chain does not
+    end in Casts to one type is left unchanged with a warning (the compatibility check then reports it)."""
     from onnx import TensorProto, helper
 
     graph = model.graph
@@ -49,13 +51,15 @@ def cast_uint8_inputs_first(model):
                 targets.add(next(a.i for a in node.attribute if a.name == 'to'))
                 continue
             if node.op_type not in LAYOUT_OPS:
-                raise ValueError(f'UINT8 input {value.name!r} reaches {node.op_type} {node.name!r}: no exact '
-                                 'cast-first rewrite')
+                targets.add(None)      # not a layout op: no exact cast-first rewrite
+                break
             chain.append(node)
             for out in node.output:
                 frontier.extend(consumers.get(out, []))
-        if len(targets) != 1:
-            raise ValueError(f'UINT8 input {value.name!r} is cast to several types {sorted(targets)}')
+        if len(targets) != 1 or None in targets:
+            warnings.warn(f'UINT8 input {value.name!r} is not only moved by layout ops and cast to one type; left '
+                          'as it is (check-engine-compat reports it)')
+            continue
         target = targets.pop()
         cast_name = f'{value.name}_as_{TensorProto.DataType.Name(target).lower()}'
         new_nodes.append(helper.make_node('Cast', [value.name], [cast_name], to=target,
@@ -152,7 +156,7 @@ def _linear_antialias_axis(prefix, data, axis, n_in, n_out):
 def replace_antialiased_resize(model):
     """Replace every ``Resize(mode=linear, coordinate_transformation_mode=half_pixel, antialias=1)`` of a 4-D
     tensor that is given output ``sizes`` (and resizes only H and W) by separable matrix products along H
-    then W. Other antialiased Resize nodes raise ValueError (no exact rewrite here)."""
+    then W. Other antialiased Resize nodes are left unchanged with a warning (no exact rewrite here)."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -166,8 +170,10 @@ def replace_antialiased_resize(model):
         coord = attrs.get('coordinate_transformation_mode', b'half_pixel')
         if mode != b'linear' or coord != b'half_pixel' or len(node.input) < 4 or not node.input[3] \
                 or 'axes' in attrs:
-            raise ValueError(f'Resize {node.name!r}: only linear half_pixel antialiased resizes with `sizes` '
-                             'are rewritten')
+            warnings.warn(f'Resize {node.name!r}: only linear half_pixel antialiased resizes with `sizes` are '
+                          'rewritten; left as it is (check-engine-compat reports it)')
+            nodes.append(node)
+            continue
         p = f'aa_resize{index}'
         data, sizes = node.input[0], node.input[3]
         inits += [numpy_helper.from_array(np.array([2], np.int64), f'{p}_s2'),
