@@ -95,3 +95,18 @@ def test_measure_through_the_pipeline(fixture_pose_model):
     assert export['joints'] == 2 * 2 * 2 * 24                              # frames x people x aug x joints
     assert set(export['max_abs_before_rounding']) == {'backbone', 'head'}
     assert '| export |' in fn.format_table(report)
+
+
+def test_fp16_converted_graph_computes_the_stage_in_float16():
+    x = np.array([0.1, 1 / 3, 1000.7, 2.0e4], np.float32)
+    converted = fn.convert_to_fp16(tiny_staged_graph(), ('backbone',))
+    onnx.checker.check_model(converted, full_check=True)
+    types = {t.name: t.data_type for t in converted.graph.initializer}
+    assert types == {'three': TensorProto.FLOAT16, 'one': TensorProto.FLOAT}
+    import onnxruntime as ort
+    got = ort.InferenceSession(converted.SerializeToString()).run(None, {'x': x})[0]
+    assert got.dtype == np.float32
+    # ONNX Runtime's CPU provider computes FP16 nodes it has no FP16 kernel for in FP32 (it casts around them and
+    # may drop the rounding between): the result lies within FP16 rounding of the exact value, not bit-exact.
+    exact = x.astype(np.float64) * 3 + 1
+    np.testing.assert_allclose(got, exact, rtol=2.0 ** -10, atol=1e-6)

@@ -19,8 +19,9 @@ Variants: each stage alone in FP16 (to attribute the error), ``export`` = {backb
 the worst case). Shape computations stay exact (TensorRT evaluates them as shape tensors).
 
 Also reported per variant: the largest |value| entering the FP16 rounding per stage (FP16 overflows above
-65504) and the tensors that overflowed or became NaN. An actual FP16 export can be measured too (ONNX Runtime on
-the FP16 file against the FP32 file; ``--fp16-model``).
+65504) and the tensors that overflowed or became NaN. Two real-kernel cross-checks: the FP32 file converted to
+the export's split as a strongly typed FP16 graph (:func:`convert_to_fp16`) run by ONNX Runtime with its FP16
+kernels and fusions, and an actual FP16 export (``--fp16-model``), each against the FP32 file.
 """
 from __future__ import annotations
 
@@ -187,8 +188,10 @@ def _errors(reference: List[np.ndarray], other: List[np.ndarray]) -> dict:
 
 
 def measure(model_path, feeds: List[dict], variants: Optional[Dict[str, Sequence[str]]] = None,
-            fp16_model_path=None, threads: Optional[int] = None) -> dict:
-    """FP32 reference vs each emulated variant (and vs an actual FP16 export) on the recorded feeds."""
+            fp16_model_path=None, threads: Optional[int] = None, convert: bool = True) -> dict:
+    """FP32 reference vs each emulated variant, vs the FP32 file converted to the export's FP16 split and run with
+    ONNX Runtime's own kernels and fusions (``convert``; :func:`convert_to_fp16`), and vs an actual FP16 export
+    (``fp16_model_path``), on the recorded feeds."""
     import onnx
 
     variants = VARIANTS if variants is None else variants
@@ -220,6 +223,17 @@ def measure(model_path, feeds: List[dict], variants: Optional[Dict[str, Sequence
                  'max_abs_before_rounding': absmax, 'overflowed_tensors': dict(sorted(overflow.items())[:20]),
                  'num_overflowed_tensors': len(overflow)}
         report['variants'][name] = entry
+    if convert:
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        converted = ort.InferenceSession(convert_to_fp16(model).SerializeToString(), options,
+                                         providers=['CPUExecutionProvider'])
+        poses = [converted.run([POSES], f)[0] for f in feeds]
+        report['variants']['export split as FP16 graph, ORT CPU'] = {'fp16_stages': list(EXPORT_SPLIT),
+                                                                        **_errors(reference, poses)}
     if fp16_model_path:
         fp16_session = _session(os.fspath(fp16_model_path), threads)
         poses = [fp16_session.run([POSES], f)[0] for f in feeds]
@@ -283,3 +297,81 @@ def add_parser(sub) -> None:
     p.add_argument('--threads', type=int)
     p.add_argument('--json', help='write the report as JSON')
     p.set_defaults(func=cmd_fp16_numerics)
+
+
+def convert_to_fp16(model, fp16_stages: Sequence[str] = EXPORT_SPLIT):
+    """A strongly typed mixed-precision copy of ``model``: nodes of ``fp16_stages`` compute in float16 (their
+    float initializers and Constant values stored as float16, Cast nodes at the stage boundaries), the rest in
+    float32 — the same split as ``metrabs-ros export --fp16``, made from an FP32 ONNX file without its checkpoint.
+    ONNX Runtime runs it with its own FP16 kernels and fusions; where its CPU provider has no FP16 kernel it
+    computes the node in FP32 and may drop the rounding between such nodes, so this is a milder FP16 than
+    TensorRT's (the same holds for ONNX Runtime on an FP16 export)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from metrabs_ros.gpu.engine_compat import _Graphs
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    info = _Graphs(model)
+    stages = node_stages(model)
+    graph = model.graph
+    in16 = [s in fp16_stages and n.op_type not in ('Shape', 'Size') for n, s in zip(graph.node, stages)]
+    consumers: Dict[str, List[int]] = {}
+    for i, node in enumerate(graph.node):
+        for name in node.input:
+            consumers.setdefault(name, []).append(i)
+    producer = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    outputs = {o.name for o in graph.output}
+
+    def is_float_value(name):
+        return info.types.get(name) == TensorProto.FLOAT and info.provenance.get(name) in ('data', 'const')
+
+    # float initializers / Constant values used only by FP16 nodes are stored as float16
+    inits = {t.name: t for t in graph.initializer}
+    for name, users in consumers.items():
+        if not users or not all(in16[u] for u in users) or not is_float_value(name):
+            continue
+        if name in inits:
+            inits[name].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(inits[name]).astype(np.float16),
+                                                         name))
+        elif name in producer and graph.node[producer[name]].op_type == 'Constant':
+            const = graph.node[producer[name]]
+            for attr in const.attribute:
+                if attr.name == 'value':
+                    attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16)))
+            in16[producer[name]] = True
+    half_of, float_of, new_nodes = {}, {}, []
+    for i, node in enumerate(graph.node):
+        if in16[i]:
+            for k, name in enumerate(node.input):
+                if not name or not is_float_value(name):
+                    continue
+                src = producer.get(name)
+                if src is not None and in16[src]:
+                    continue                                   # already float16
+                if name in inits and inits[name].data_type == TensorProto.FLOAT16:
+                    continue
+                if name not in half_of:
+                    half_of[name] = f'{name}__to16'
+                    new_nodes.append(helper.make_node('Cast', [name], [half_of[name]], to=TensorProto.FLOAT16))
+                node.input[k] = half_of[name]
+            for attr in node.attribute:
+                if node.op_type == 'Cast' and attr.name == 'to' and attr.i == TensorProto.FLOAT:
+                    attr.i = TensorProto.FLOAT16
+        else:
+            for k, name in enumerate(node.input):
+                src = producer.get(name)
+                if name and src is not None and in16[src] and is_float_value(name):
+                    if name not in float_of:
+                        float_of[name] = f'{name}__to32'
+                        new_nodes.append(helper.make_node('Cast', [name], [float_of[name]], to=TensorProto.FLOAT))
+                    node.input[k] = float_of[name]
+        new_nodes.append(node)
+    for out in graph.output:
+        src = producer.get(out.name)
+        if src is not None and in16[src]:
+            raise ValueError(f'graph output {out.name!r} is produced in an FP16 stage')
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    del graph.value_info[:]
+    return model
