@@ -324,3 +324,13 @@ def test_appearance_descriptors_separate_clothing_colours():
     assert appearance_descriptors(image, []).shape == (0, 56)
     tracker = PersonTracker()
     assert tracker.update(np.zeros((0, 3)), 0.0, np.zeros((0, 5)), appearance=np.zeros((0, 56))).tolist() == []
+
+
+def test_evaluate_tracking_command_prints_the_metrics(capsys, tmp_path):
+    from metrabs_ros.cli import main
+    assert main(['evaluate-tracking', '--sequences', '1', '--frames', '60', '--json', str(tmp_path / 'm.json')]) == 0
+    out = capsys.readouterr().out
+    assert 'ID switches per 100 person-frames' in out and 'fragmentations per 100' in out
+    import json
+    metrics = json.loads((tmp_path / 'm.json').read_text())
+    assert metrics['person_frames'] > 0 and 0 <= metrics['coverage'] <= 1 and len(metrics['sequences']) == 1
