@@ -9,18 +9,25 @@ Each track carries two constant-velocity Kalman filters:
 
 Time comes from the caller's stamps (**s**; any rate, gaps allowed); time going backwards resets the tracker.
 
-A frame's detections are associated ByteTrack-style in stages, each solved as an optimal (Hungarian) assignment on
-``cost = min(d²/gate, 2) + (1 - IoU)`` where ``d²`` is the 3D Mahalanobis distance of the root innovation and IoU
-that of the predicted and detected boxes:
+Optionally each track also keeps a colour descriptor (:mod:`metrabs_ros.person_appearance`) when the caller
+passes descriptors.
 
-1. high-score detections (``score >= high_score``) with the confirmed tracks (seen last frame or lost);
-2. the low-score detections (``low_score <= score < high_score``: partly occluded or blurred people) with the
-   confirmed tracks left over — they keep a track alive but never start one;
-3. the remaining high-score detections with the tentative tracks.
+A frame's detections are associated ByteTrack-style in stages, each solved as an optimal (Hungarian) assignment on
+``cost = min(d²/gate, 2) + (1 - IoU) + w · appearance distance`` where ``d²`` is the 3D Mahalanobis distance of the
+root innovation and IoU that of the predicted and detected boxes:
+
+1. high-score detections (``score >= high_score``) with the confirmed tracks seen in the previous frame;
+2. the high-score detections left with the *lost* confirmed tracks (recent tracks choose first: a lost track's
+   grown uncertainty would otherwise make it the cheaper match for a person walking in front of where it was lost);
+3. the low-score detections (``low_score <= score < high_score``: partly occluded or blurred people) with the
+   tracks of stage 1 left over — they keep a track alive but never start one;
+4. the remaining high-score detections with the tentative tracks.
 
 A pair is allowed when the root is inside the 3D gate (chi-square, 3 dof) and the boxes overlap (IoU ≥
 ``min_iou``; not required for a track that missed frames, whose box prediction drifts), or when the boxes overlap
-strongly (IoU ≥ ``strong_iou``: a wrong depth estimate does not break a track that the image clearly continues).
+strongly (IoU ≥ ``strong_iou``: a wrong depth estimate does not break a track that the image clearly continues);
+and always only inside the motion gate (the box centre within reach of the track's last detected box, reach
+growing with the time unseen at walking speed) and, with descriptors, the appearance gate.
 High-score detections left over start tentative tracks. Birth/death hysteresis: a tentative track is confirmed
 (and gets its id) after ``min_hits`` consecutive hits and dies at its first miss; a confirmed track that misses is
 *lost*, coasts on its prediction, and can be re-associated until it has been unseen for more than ``max_age_s``.
