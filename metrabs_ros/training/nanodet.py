@@ -91,7 +91,7 @@ class NanoDet(nn.Module):
         self.head_outputs = nn.ModuleList(nn.Conv2d(neck, NUM_CLASSES + 4 * (REG_MAX + 1), 1) for _ in STRIDES)
 
     def forward(self, x):
-        x = F.max_pool2d(F.pad(_leaky(self.stem(x)), (1, 1, 1, 1), value=float('-inf')), 3, 2)
+        x = F.max_pool2d(_leaky(self.stem(x)), 3, 2, padding=1)          # pads with -inf, as the source's PadV2
         features = []
         for stage in self.stages:
             x = stage(x)

@@ -207,29 +207,3 @@ def export_finetuned(checkpoint, model_json, out_onnx, side=416, score_threshold
     onnx.save(build_canvas_detector_onnx(network, side, meta), out_onnx)
     return parity_check(str(out_onnx), None, side, 100, test_frames(),
                         reference=lambda image: detect_torch_canvas(network, image, side))
-
-
-def cmd_finetune(args) -> int:
-    report = finetune_nanodet(args.model_json, args.data, args.out, args.steps, args.batch_size, args.lr,
-                              seed=args.seed, threads=args.threads)
-    if args.export:
-        report['parity'] = export_finetuned(report['checkpoint'], args.model_json, args.export,
-                                            note=f'finetune-nanodet {args.steps} steps x {args.batch_size} on '
-                                                 f'{args.data}, lr {args.lr}, seed {args.seed}')
-    print(json.dumps(report, indent=2))
-    return 0
-
-
-def register_commands(subparsers) -> None:
-    p = subparsers.add_parser('finetune-nanodet', help='fine-tune the converted NanoDet person output on synthetic '
-                                                       'scenes (backbone frozen), export to the detector contract')
-    p.add_argument('--model-json', required=True, help='nanodet.json (extracted by convert-detector)')
-    p.add_argument('--data', required=True, help='training scenes (as train-detector --data)')
-    p.add_argument('--out', required=True, help='run folder (checkpoint.pt, log.jsonl); resumes when present')
-    p.add_argument('--steps', type=int, default=400)
-    p.add_argument('--batch-size', type=int, default=8)
-    p.add_argument('--lr', type=float, default=2e-4)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--threads', type=int, default=1)
-    p.add_argument('--export', help='write the fine-tuned detector .onnx here at the end')
-    p.set_defaults(func=cmd_finetune)
