@@ -137,17 +137,17 @@ def _linear_antialias_axis(prefix, data, axis, n_in, n_out):
         n('Max', [f'{p}_taps', f'{p}_zero'], [f'{p}_tc0']),
         n('Min', [f'{p}_tc0', f'{p}_last'], [f'{p}_tc']),
         n('Cast', [f'{p}_tc'], [f'{p}_idx'], to=TensorProto.INT64),
-        # gather the T taps of every output sample along the axis and take their weighted sum (a banded
-        # resampling: C x n_out x T x (other side) products, not a dense [n_out, n_in] matrix product)
-        n('Gather', [data, f'{p}_idx'], [f'{p}_taps_v'], axis=axis),   # axis 2: [1,C,n_out,T,W]; 3: [1,C,H,n_out,T]
+        # gather the T taps of every output sample and take their weighted sum (a banded resampling: C x n_out x T
+        # x (other side) products, not a dense [n_out, n_in] matrix product). The resampled axis is moved to the
+        # front first, so that each tap is one contiguous block copy (Gather on axis 0).
+        n('Transpose', [data], [f'{p}_front'], perm=[2, 0, 1, 3] if axis == 2 else [3, 0, 1, 2]),
+        n('Gather', [f'{p}_front', f'{p}_idx'], [f'{p}_taps_v'], axis=0),     # [n_out, T, 1, C, other]
+        n('Reshape', [f'{p}_w', f'{p}_w_shape'], [f'{p}_w5']),                # [n_out, T, 1, 1, 1]
+        n('Mul', [f'{p}_taps_v', f'{p}_w5'], [f'{p}_weighted']),
+        n('ReduceSum', [f'{p}_weighted', f'{p}_i1'], [f'{p}_summed'], keepdims=0),   # [n_out, 1, C, other]
+        n('Transpose', [f'{p}_summed'], [f'{p}_out'], perm=[1, 2, 0, 3] if axis == 2 else [1, 2, 3, 0]),
     ]
-    inits.append(numpy_helper.from_array(np.array([axis + 1], np.int64), f'{p}_tap_axis'))
-    if axis == 2:
-        nodes += [n('Unsqueeze', [f'{p}_w', f'{p}_im1'], [f'{p}_w3']),                   # [n_out, T, 1]
-                  n('Mul', [f'{p}_taps_v', f'{p}_w3'], [f'{p}_weighted'])]
-    else:
-        nodes.append(n('Mul', [f'{p}_taps_v', f'{p}_w'], [f'{p}_weighted']))            # w: [n_out, T]
-    nodes.append(n('ReduceSum', [f'{p}_weighted', f'{p}_tap_axis'], [f'{p}_out'], keepdims=0))
+    inits.append(numpy_helper.from_array(np.array([0, 0, 1, 1, 1], np.int64), f'{p}_w_shape'))
     return nodes, inits, f'{p}_out'
 
 
