@@ -140,9 +140,10 @@ class PersonDetector:
 
         ``tiles`` = (rows, cols) adds a pass on each tile of an overlapping grid (see :func:`tile_regions`) to the
         whole-frame pass, for people too small for the network's input at full-frame scale: each tile is run like
-        a frame of its own (so it is magnified by about ``min(rows, cols)``), and tile candidates that touch an
-        inner tile edge are dropped (cut people: the whole-frame pass or the neighbouring tile sees them whole).
-        None or (1, 1) = the whole frame only."""
+        a frame of its own (so it is magnified by about ``min(rows, cols)``). Tiles only add people: a tile
+        candidate is dropped when it touches an inner tile edge (a cut person: the whole-frame pass or the
+        neighbouring tile sees them whole) or when it overlaps a whole-frame candidate (IoU >= 0.5 or >= 70 % of
+        its area inside it: the same person, or a part of them). None or (1, 1) = the whole frame only."""
         image_rgb = _check_image(image_rgb)
         threshold = self.default_threshold if threshold is None else float(threshold)
         boxes, scores = self._candidates_one_pass(image_rgb, threshold)
@@ -155,6 +156,7 @@ class PersonDetector:
             tile_boxes, tile_scores = self._candidates_one_pass(image_rgb[y0:y1, x0:x1], threshold)
             tile_boxes = tile_boxes + np.array([x0, y0, x0, y0], np.float32)
             keep = ~touches_inner_edge(tile_boxes, (x0, y0, x1, y1), (height, width))
+            keep &= ~overlaps_any(tile_boxes, boxes)
             all_boxes.append(tile_boxes[keep])
             all_scores.append(tile_scores[keep])
         return np.concatenate(all_boxes), np.concatenate(all_scores)
@@ -191,7 +193,8 @@ class PersonDetector:
 
 DEFAULT_SCORE_THRESHOLD = 0.3     # for models without a ``score_threshold`` metadata entry
 TILE_OVERLAP = 0.2
-EDGE_MARGIN_PX = 2.0
+EDGE_MARGIN_FRACTION = 0.02      # of the tile's side: boxes this close to an inner tile edge are cut people
+EDGE_MARGIN_MIN_PX = 4.0
 
 
 def parse_tiles(value):
@@ -231,21 +234,41 @@ def tile_regions(image_hw, rows, cols, overlap=TILE_OVERLAP):
     return [(x0, y0, x1, y1) for y0, y1 in spans(height, rows) for x0, x1 in spans(width, cols)]
 
 
-def touches_inner_edge(boxes_xyxy, region, image_hw, margin_px=EDGE_MARGIN_PX):
-    """bool [N]: a box reaches (within ``margin_px``) an edge of ``region`` that is not an image border."""
+def touches_inner_edge(boxes_xyxy, region, image_hw, margin_fraction=EDGE_MARGIN_FRACTION,
+                       margin_min_px=EDGE_MARGIN_MIN_PX):
+    """bool [N]: a box reaches an edge of ``region`` that is not an image border, within
+    ``max(margin_min_px, margin_fraction * region side)`` (detectors place the edge of a cut person a few pixels
+    inside the cut)."""
     x0, y0, x1, y1 = region
     height, width = image_hw
+    margin_x = max(margin_min_px, margin_fraction * (x1 - x0))
+    margin_y = max(margin_min_px, margin_fraction * (y1 - y0))
     b = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
     result = np.zeros(len(b), bool)
     if x0 > 0:
-        result |= b[:, 0] <= x0 + margin_px
+        result |= b[:, 0] <= x0 + margin_x
     if y0 > 0:
-        result |= b[:, 1] <= y0 + margin_px
+        result |= b[:, 1] <= y0 + margin_y
     if x1 < width:
-        result |= b[:, 2] >= x1 - margin_px
+        result |= b[:, 2] >= x1 - margin_x
     if y1 < height:
-        result |= b[:, 3] >= y1 - margin_px
+        result |= b[:, 3] >= y1 - margin_y
     return result
+
+
+def overlaps_any(boxes_xyxy, reference_xyxy, iou_threshold=0.5, inside_fraction=0.7):
+    """bool [N]: a box has IoU >= ``iou_threshold`` with a reference box, or at least ``inside_fraction`` of its
+    area inside one."""
+    a = np.asarray(boxes_xyxy, np.float64).reshape(-1, 1, 4)
+    b = np.asarray(reference_xyxy, np.float64).reshape(1, -1, 4)
+    if a.shape[0] == 0 or b.shape[1] == 0:
+        return np.zeros(a.shape[0], bool)
+    inter = (np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+             * np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None))
+    area_a = np.maximum((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]), 1e-12)
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    iou = inter / np.maximum(area_a + area_b - inter, 1e-12)
+    return np.any((iou >= iou_threshold) | (inter / area_a >= inside_fraction), axis=1)
 
 
 def _check_image(image_rgb):
