@@ -178,7 +178,7 @@ def finetune_nanodet(model_json, data, out, steps=400, batch_size=8, lr=2e-4, si
         with torch.no_grad():
             for e, p in zip(ema.parameters(), model.parameters()):
                 e.mul_(ema_decay).add_(p.detach(), alpha=1 - ema_decay)
-        record = dict(step=step + 1, loss=float(loss), lr=_lr(step, steps, lr), seconds=time.time() - t0, **stats)
+        record = dict(step=step + 1, loss=float(loss.detach()), lr=_lr(step, steps, lr), seconds=time.time() - t0, **stats)
         log_file.write(json.dumps(record) + '\n')
         log_file.flush()
         if (step + 1) % 10 == 0:
