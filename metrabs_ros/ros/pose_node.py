@@ -126,7 +126,7 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   choices=('converged', 'official'), dynamic=True),
     # --- outputs (changeable at run time)
     ParameterSpec('publish_markers', True, "publish visualization_msgs/MarkerArray on 'markers'", dynamic=True),
-    ParameterSpec('track_max_age_s', 1.0, 'a person keeps its id (Person3D.id, marker namespace and colour) while '
+    ParameterSpec('track_max_age_s', 2.0, 'a person keeps its id (Person3D.id, marker namespace and colour) while '
                   'unseen for at most this long; 0 = ids are the per-frame order', 0.0, 3600.0, dynamic=True),
     ParameterSpec('marker_lifetime_s', 0.5, 'lifetime of the RViz markers; 0 = until replaced/deleted',
                   0.0, 3600.0, dynamic=True),
