@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('models', nargs='+', help='.onnx files')
     p.add_argument('--json', help='write the findings as JSON')
     p.add_argument('--strict', action='store_true', help='also fail on limited support')
+    p.add_argument('--as-file', action='store_true',
+                   help="check the file as it is, not the graph build-engine hands TensorRT (after its exact "
+                        "rewrites, e.g. of the detectors' antialiased letterbox Resize)")
     p.set_defaults(func=cmd_check_engine_compat)
 
     try:    # fp16-numerics reads data-engine samples (metrabs_ros.training); imports onnx when it runs

@@ -1,5 +1,5 @@
 """Static TensorRT compatibility check (metrabs_ros.gpu.engine_compat) and the exact export rewrites it asked for
-(metrabs_ros.training.trt_graph_fixes).
+(metrabs_ros.gpu.trt_graph_fixes).
 
 1. Rules on hand-built graphs: each graph breaks exactly one documented rule (or none), so the expected finding is
    known by construction.
@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from metrabs_ros.cli import main  # noqa: E402
 from metrabs_ros.gpu.engine_compat import check_model, format_report  # noqa: E402
-from metrabs_ros.training.trt_graph_fixes import cast_uint8_inputs_first, replace_antialiased_resize  # noqa: E402
+from metrabs_ros.gpu.trt_graph_fixes import cast_uint8_inputs_first, replace_antialiased_resize  # noqa: E402
 
 MODELS_DIR = os.path.join(os.path.dirname(__file__), '..', 'metrabs_ros', 'models')
 
@@ -42,13 +42,13 @@ def image_nchw(name='x'):
 
 
 def rules_of(model, severity):
-    return check_model(model).rules(severity)
+    return check_model(model, as_built=False).rules(severity)
 
 
 # ------------------------------------------------------------------------------------------------ rules, by hand
 def test_clean_graph_has_no_findings_beyond_the_profile_note():
     model = make([helper.make_node('Relu', ['x'], ['y'])], [image_nchw()], [image_nchw('y')])
-    report = check_model(model)
+    report = check_model(model, as_built=False)
     assert report.ok and not report.limited
     assert report.rules() == {'dynamic-input'}
 
@@ -60,7 +60,7 @@ def test_resize_antialias_cubic_and_crop_mode():
         return make([node], [image_nchw()], [image_nchw('y')], [scales], opset=18)
 
     assert 'resize-antialias' in rules_of(resize(mode='linear', antialias=1), 'unsupported')
-    assert check_model(resize(mode='linear')).ok
+    assert check_model(resize(mode='linear'), as_built=False).ok
     assert 'resize-coordinate-mode' in rules_of(
         resize(mode='linear', coordinate_transformation_mode='tf_crop_and_resize'), 'unsupported')
     assert 'resize-mode' in rules_of(resize(mode='cubic'), 'limited')
@@ -74,7 +74,7 @@ def test_gridsample_mode_names(mode, opset, ok):
     node = helper.make_node('GridSample', ['x', 'grid'], ['y'], mode=mode, align_corners=1)
     model = make([node], [image_nchw(), vi('grid', TensorProto.FLOAT, [1, 'h', 'w', 2])],
                  [vi('y', TensorProto.FLOAT, [1, 3, 'h', 'w'])], opset=opset)
-    assert ('gridsample-mode' not in check_model(model).rules('unsupported')) == ok
+    assert ('gridsample-mode' not in check_model(model, as_built=False).rules('unsupported')) == ok
 
 
 def test_gridsample_5d_is_unsupported():
@@ -95,7 +95,7 @@ def test_uint8_only_at_the_boundary():
     cast = helper.make_node('Cast', ['img'], ['y'], to=TensorProto.FLOAT)
     model = make([shape, cast], [vi('img', TensorProto.UINT8, ['H', 'W', 3])],
                  [vi('y', TensorProto.FLOAT, ['H', 'W', 3]), vi('s', TensorProto.INT64, [3])])
-    assert check_model(model).ok
+    assert check_model(model, as_built=False).ok
 
 
 def test_type_matrix_int64_matmul_double_and_int16():
@@ -106,10 +106,10 @@ def test_type_matrix_int64_matmul_double_and_int16():
     add = helper.make_node('Add', ['a', 'b'], ['y'])             # INT64 Add is in the matrix
     model = make([add], [vi('a', TensorProto.INT64, [2]), vi('b', TensorProto.INT64, [2])],
                  [vi('y', TensorProto.INT64, [2])])
-    assert check_model(model).ok
+    assert check_model(model, as_built=False).ok
     model = make([helper.make_node('Cast', ['a'], ['y'], to=TensorProto.DOUBLE)],
                  [vi('a', TensorProto.FLOAT, [2])], [vi('y', TensorProto.DOUBLE, [2])])
-    assert 'double' in rules_of(model, 'limited') and check_model(model).ok
+    assert 'double' in rules_of(model, 'limited') and check_model(model, as_built=False).ok
     model = make([helper.make_node('Identity', ['a'], ['y'])],
                  [vi('a', TensorProto.INT16, [2])], [vi('y', TensorProto.INT16, [2])])
     assert 'tensor-type' in rules_of(model, 'unsupported')
@@ -135,11 +135,11 @@ def test_topk_k_limit_and_data_dependent_shapes():
                     [vi('v', TensorProto.FLOAT, [1, k]), vi('i', TensorProto.INT64, [1, k])],
                     [numpy_helper.from_array(np.array([k], np.int64), 'k')])
 
-    assert check_model(topk(100)).ok
+    assert check_model(topk(100), as_built=False).ok
     assert 'topk-k' in rules_of(topk(4000), 'unsupported')
     nonzero = helper.make_node('NonZero', ['x'], ['y'])
     model = make([nonzero], [vi('x', TensorProto.FLOAT, [4, 4])], [vi('y', TensorProto.INT64, [2, 'n'])])
-    assert 'data-dependent-shape' in rules_of(model, 'limited') and check_model(model).ok
+    assert 'data-dependent-shape' in rules_of(model, 'limited') and check_model(model, as_built=False).ok
     # a Reshape whose target shape is computed from tensor values (not from shapes) is data-dependent too
     cast = helper.make_node('Cast', ['x'], ['xi'], to=TensorProto.INT64)
     reshape = helper.make_node('Reshape', ['y0', 'xi'], ['y'])
@@ -161,7 +161,7 @@ def test_reduce_axes_must_be_constant_and_loop_is_limited():
     loop = helper.make_node('Loop', ['n', '', 'v'], ['v_final'], body=body)
     model = make([loop], [vi('v', TensorProto.FLOAT, [2])], [vi('v_final', TensorProto.FLOAT, [2])],
                  [numpy_helper.from_array(np.array(3, np.int64), 'n')])
-    report = check_model(model)
+    report = check_model(model, as_built=False)
     assert 'control-flow' in report.rules('limited') and report.ok
     assert report.num_nodes == 3      # the loop body is walked
 
@@ -172,8 +172,26 @@ SHIPPED = sorted(glob.glob(os.path.join(MODELS_DIR, '*.onnx')))
 
 @pytest.mark.parametrize('path', SHIPPED, ids=[os.path.basename(p) for p in SHIPPED])
 def test_shipped_models_have_no_unsupported_finding(path):
-    report = check_model(path)
+    report = check_model(path)          # as build-engine hands it to TensorRT
     assert report.ok, format_report(report)
+
+
+def test_shipped_detector_keeps_the_fast_resize_and_is_rewritten_for_tensorrt(tmp_path):
+    """The CPU file keeps ONNX Runtime's antialiased Resize; the graph build-engine parses has none, and computes
+    the same boxes in ONNX Runtime."""
+    import onnxruntime as ort
+
+    from metrabs_ros.gpu.trt_builder import tensorrt_graph_path
+    detector = os.path.join(MODELS_DIR, 'detector_default.onnx')
+    assert 'resize-antialias' in check_model(detector, as_built=False).rules('unsupported')
+    rewritten = tensorrt_graph_path(detector, tmp_path, log=lambda *_: None)
+    assert rewritten != detector and check_model(rewritten, as_built=False).ok
+    image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    outs = [ort.InferenceSession(p, providers=['CPUExecutionProvider']).run(None, {'image': image})
+            for p in (detector, rewritten)]
+    np.testing.assert_allclose(outs[0][1], outs[1][1], atol=1e-5)
+    distinct = outs[0][1] > outs[0][1][-1] + 1e-4       # random-noise candidates tie near the top-K end
+    np.testing.assert_allclose(outs[0][0][distinct], outs[1][0][distinct], atol=2e-3)
 
 
 def test_cli_exit_codes(tmp_path, capsys):
@@ -270,7 +288,7 @@ def test_antialiased_resize_rewrite_is_exact(hw, new_hw):
     original = antialiased_resize_model()
     rewritten = replace_antialiased_resize(antialiased_resize_model())
     onnx.checker.check_model(rewritten, full_check=True)
-    assert check_model(rewritten).ok and not check_model(original).ok
+    assert check_model(rewritten, as_built=False).ok and not check_model(original, as_built=False).ok
     x = np.random.default_rng(0).uniform(0, 255, (1, 3) + hw).astype(np.float32)
     feeds = {'x': x, 'sizes': np.array([1, 3, *new_hw], np.int64)}
     got = ort.InferenceSession(rewritten.SerializeToString()).run(None, feeds)[0]
@@ -292,7 +310,7 @@ def test_cast_uint8_first_rewrite_is_exact():
     expected = image.transpose(2, 0, 1)[None].astype(np.int32)
     fixed = cast_uint8_inputs_first(model)
     onnx.checker.check_model(fixed, full_check=True)
-    assert check_model(fixed).ok
+    assert check_model(fixed, as_built=False).ok
     got = ort.InferenceSession(fixed.SerializeToString()).run(None, {'img': image})[0]
     assert got.dtype == np.int32 and np.array_equal(got, expected)
 

@@ -509,14 +509,20 @@ class _Checker:
                      '(shape -> float -> shape): TensorRT evaluates them as shape tensors at build/run time')
 
 
-def check_model(model_or_path) -> CompatReport:
-    """Check an ONNX file (path) or ``onnx.ModelProto``; returns the findings (nothing is raised for them)."""
+def check_model(model_or_path, as_built: bool = True) -> CompatReport:
+    """Check an ONNX file (path) or ``onnx.ModelProto``; returns the findings (nothing is raised for them).
+
+    ``as_built``: check the graph ``build-engine`` hands TensorRT, i.e. after the exact rewrites of
+    :func:`metrabs_ros.gpu.trt_graph_fixes.for_tensorrt` (False: the file as it is)."""
     onnx = _onnx()
     if isinstance(model_or_path, (str, os.PathLike)):
         path = os.fspath(model_or_path)
         model = onnx.load(path)
     else:
         path, model = '<model>', model_or_path
+    if as_built:
+        from metrabs_ros.gpu.trt_graph_fixes import for_tensorrt
+        model = for_tensorrt(model)
     graphs = _Graphs(model)
     opset = next((e.version for e in model.opset_import if (e.domain or 'ai.onnx') == 'ai.onnx'), 0)
     checker = _Checker(graphs, opset)
@@ -552,7 +558,7 @@ def format_report(report: CompatReport, max_nodes: int = 4) -> str:
 
 def cmd_check_engine_compat(args) -> int:
     """CLI handler: exit 0 when every model is free of unsupported findings (and of limits with --strict)."""
-    reports = [check_model(path) for path in args.models]
+    reports = [check_model(path, as_built=not args.as_file) for path in args.models]
     for report in reports:
         print(format_report(report))
     if args.json:

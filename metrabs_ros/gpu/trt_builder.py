@@ -123,6 +123,26 @@ def _parse(trt, network, logger, onnx_path: str):
     raise EngineBuildError(f'TensorRT cannot parse {onnx_path}:\n  ' + '\n  '.join(lines or ['(no error reported)']))
 
 
+def tensorrt_graph_path(onnx_path: str, work_dir, log: Callable[[str], None] = print) -> str:
+    """The file to hand TensorRT's parser: ``onnx_path`` itself, or, when it has an antialiased Resize (our
+    detectors' letterbox; ONNX Runtime's Resize is the fast one on the CPU), its exact rewrite by
+    :func:`metrabs_ros.gpu.trt_graph_fixes.for_tensorrt` written to ``work_dir`` (needs the onnx package)."""
+    from metrabs_ros.gpu import trt_graph_fixes
+    if not trt_graph_fixes.needs_tensorrt_rewrite(onnx_path):
+        return onnx_path
+    try:
+        import onnx
+    except ImportError as error:
+        raise EngineBuildError(f'{onnx_path} has an antialiased Resize, which TensorRT cannot parse; the exact '
+                               'rewrite that replaces it needs the onnx package: pip install onnx') from error
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    out = work_dir / (Path(onnx_path).stem + '.tensorrt.onnx')
+    onnx.save(trt_graph_fixes.for_tensorrt(onnx.load(onnx_path)), os.fspath(out))
+    log(f'antialiased Resize rewritten for TensorRT (exact, docs/gpu.md): {out}')
+    return os.fspath(out)
+
+
 def build_engine(onnx_path, cache_dir=None, precision: str = 'auto', max_people: int = 8,
                  num_augs: Sequence[int] = (1, 5), image_sizes_hw: Sequence = ((480, 640),),
                  allow_windows: bool = False, dim_overrides: Optional[Mapping] = None,
@@ -184,7 +204,8 @@ def build_engine(onnx_path, cache_dir=None, precision: str = 'auto', max_people:
             raise EngineBuildError(f'TensorRT {trt.__version__} lacks NetworkDefinitionCreationFlag.STRONGLY_TYPED')
         flags |= 1 << int(typed_flag)
     network = builder.create_network(flags)  # TensorRT >= 11: strongly typed is the only mode
-    parser = _parse(trt, network, logger, plan.onnx_path)  # noqa: F841  (keeps the parser alive during build)
+    parse_path = tensorrt_graph_path(plan.onnx_path, cache_dir, log)
+    parser = _parse(trt, network, logger, parse_path)  # noqa: F841  (keeps the parser alive during build)
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))

@@ -115,7 +115,7 @@ def export_pose_model(graph: PoseGraph, path, metadata: Optional[Mapping[str, An
     """
     import onnx
 
-    from metrabs_ros.training.trt_graph_fixes import make_trt_compatible
+    from metrabs_ros.gpu.trt_graph_fixes import make_trt_compatible
 
     if opset < 16:
         raise ValueError(f'opset {opset} lacks GridSample; use >= 16')

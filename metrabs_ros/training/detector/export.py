@@ -206,9 +206,11 @@ def build_canvas_detector_onnx(network: nn.Module, side: int, metadata: dict | N
     for key, value in meta.items():
         entry = onnx_model.metadata_props.add()
         entry.key, entry.value = key, value
-    # TensorRT parses no antialiased Resize: exact rewrite into matrix products (docs/gpu.md)
-    from metrabs_ros.training.trt_graph_fixes import make_trt_compatible
-    make_trt_compatible(onnx_model)
+    # TensorRT takes UINT8 only at the inputs (a no-op for this graph, which casts first). The antialiased letterbox
+    # Resize stays: TensorRT parses none, but ONNX Runtime's is far faster on the CPU than the exact rewrite, which
+    # build-engine applies to what it hands TensorRT (metrabs_ros.gpu.trt_graph_fixes.for_tensorrt, docs/gpu.md).
+    from metrabs_ros.gpu.trt_graph_fixes import cast_uint8_inputs_first
+    cast_uint8_inputs_first(onnx_model)
     onnx.checker.check_model(onnx_model, full_check=True)
     return onnx_model
 

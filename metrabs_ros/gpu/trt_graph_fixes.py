@@ -2,15 +2,20 @@
 
 Each pass takes and returns an ``onnx.ModelProto`` (modified in place) and is exact: the rewritten graph gives the
 same values as the original in ONNX Runtime (tests: test/test_engine_compat.py). The rules they satisfy are those
-of :mod:`metrabs_ros.gpu.engine_compat` (docs/gpu.md, "TensorRT compatibility check").
+of :mod:`metrabs_ros.gpu.engine_compat` (docs/gpu.md, "TensorRT compatibility check"). Needs the ``onnx`` package
+(imported by the passes only).
 
+Where they run:
 * :func:`cast_uint8_inputs_first` — TensorRT accepts UINT8 only as a network input or output: layout operations
-  (Transpose, Reshape, ...) on a UINT8 input followed by a Cast are reordered to Cast first.
+  (Transpose, Reshape, ...) on a UINT8 input followed by a Cast are reordered to Cast first. Costs nothing on the
+  CPU, so the pose export applies it and the shipped files carry it.
 * :func:`replace_antialiased_resize` — ``Resize(antialias=1)`` is documented as unsupported (and the 10.1 importer
   ignores the attribute): each such linear, half-pixel resize of a 4-D tensor along H and W becomes two separable
   banded resamplings (Gather of each output sample's taps, weighted sum) with the same triangle-filter taps, edge
-  clamping and normalisation as ONNX Runtime. (A dense [n_out, n_in] matrix product would cost 1.4-1.5x the
-  whole detector on the CPU for 640x480-1080p frames; the taps cost a few million multiply-adds.)
+  clamping and normalisation as ONNX Runtime. ONNX Runtime's own antialiased Resize is much faster on the CPU
+  (the rewritten NanoDet letterbox cost 24 % of the whole detector at 640x480, 1 thread), so shipped files keep
+  the Resize and :func:`metrabs_ros.gpu.trt_builder.build_engine` applies this pass to what it hands TensorRT
+  (:func:`for_tensorrt`); ``check-engine-compat`` checks that same graph.
 """
 from __future__ import annotations
 
@@ -195,8 +200,20 @@ def replace_antialiased_resize(model):
     return model
 
 
+def for_tensorrt(model):
+    """The graph TensorRT is given (build-engine, check-engine-compat): all passes on a copy of ``model``."""
+    import copy
+    return make_trt_compatible(copy.deepcopy(model))
+
+
+def needs_tensorrt_rewrite(path) -> bool:
+    """Cheap test without the onnx package: does the ONNX file contain an ``antialias`` attribute?"""
+    with open(path, 'rb') as f:
+        return b'antialias' in f.read()
+
+
 def make_trt_compatible(model):
-    """All passes of this module (the export functions call this before saving)."""
+    """All passes of this module, in place (the pose export calls it before saving; see :func:`for_tensorrt`)."""
     return replace_antialiased_resize(cast_uint8_inputs_first(model))
 
 
