@@ -274,7 +274,7 @@ def test_shipped_detector_contract_and_a_rendered_person():
     gt = np.array([p.box_xywh_px for p in scene.people if p.num_pixels > 0], np.float64)
     gt_xyxy = np.concatenate([gt[:, :2], gt[:, :2] + gt[:, 2:4]], axis=1)
     det_xyxy = np.concatenate([found[:, :2], found[:, :2] + found[:, 2:4]], axis=1)
-    from metrabs_ros.training.evaluate_real import _iou_matrix
-    assert (_iou_matrix(gt_xyxy, det_xyxy).max(axis=1) >= 0.5).sum() >= 2
+    from metrabs_ros.training.detector.metrics import iou_matrix
+    assert (iou_matrix(gt_xyxy, det_xyxy).max(axis=1) >= 0.5).sum() >= 2
     # any frame size: a portrait crop of the same frame also runs
     assert detector.detect(np.ascontiguousarray(scene.image_rgb[:, 100:300])).shape[1] == 5

@@ -56,7 +56,8 @@ def resolve_models(args, work_dir: Path):
 
 # The synthetic demo world's capsule people (bald, untextured) look less human to the real-photo detector than
 # real people do: on its frames the embedded NanoDet finds 62 % of them at its recommended threshold 0.5 and 82 %
-# at 0.3 (with 2 false positives in 15 frames), so the synthetic demo runs the node at 0.3. Real footage (--video)
+# at 0.3 (with 2 false positives in 15 frames; scripts/measure_detector_extras.py demo-world), so the synthetic
+# demo runs the node at 0.3. Real footage (--video)
 # uses the detector's own recommendation (the node's -1).
 SYNTHETIC_WORLD_DETECTOR_THRESHOLD = 0.3
 

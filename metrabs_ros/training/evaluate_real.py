@@ -23,17 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from metrabs_ros.training.detector.metrics import iou_matrix
+
 HEIGHT_BINS_PX = ((0, 40), (40, 60), (60, 100), (100, float('inf')))
-
-
-def _iou_matrix(a, b):
-    a = np.asarray(a, np.float64).reshape(-1, 1, 4)
-    b = np.asarray(b, np.float64).reshape(1, -1, 4)
-    inter = (np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-             * np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None))
-    union = ((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-             - inter)
-    return inter / np.maximum(union, 1e-12)
 
 
 def load_labels(path, video=None) -> dict:
@@ -58,7 +50,7 @@ def match_frame(det_xyxy, det_scores, gt_xyxy, gt_ambiguous, iou_threshold=0.5):
     outcome = np.zeros(len(det_xyxy), np.int8)
     if len(det_xyxy) == 0:
         return gt_hit, outcome
-    ious = _iou_matrix(det_xyxy, gt_xyxy) if len(gt_xyxy) else np.zeros([len(det_xyxy), 0])
+    ious = iou_matrix(det_xyxy, gt_xyxy) if len(gt_xyxy) else np.zeros([len(det_xyxy), 0])
     for d in np.argsort(-np.asarray(det_scores), kind='stable'):
         free = np.where(gt_hit, -1.0, ious[d]) if ious.shape[1] else np.zeros([0])
         if free.size and free.max() >= iou_threshold:
