@@ -215,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_fp16_numerics_parser(sub)
 
+    try:    # evaluate-real-pose (numpy + ONNX Runtime; the MoveNet teacher runs in the numpy graph interpreter)
+        from metrabs_ros.training.evaluate_real_pose import register_commands as add_evaluate_real_pose_parser
+    except ModuleNotFoundError as error:
+        if not (error.name or '').startswith('metrabs_ros.training'):
+            raise
+    else:
+        add_evaluate_real_pose_parser(sub)
+
     from metrabs_ros.tracking_eval import add_evaluate_tracking_parser
     add_evaluate_tracking_parser(sub, _add_model_args)   # evaluate-tracking (numpy; estimator only for video)
 

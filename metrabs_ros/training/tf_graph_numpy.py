@@ -163,6 +163,21 @@ def _pad(x, paddings, value=0.0):
     return np.pad(x, [tuple(int(v) for v in row) for row in np.asarray(paddings)], constant_values=value)
 
 
+_INDEX_DTYPES = {'DT_INT32': np.int32, 'DT_INT64': np.int64}
+
+
+def _arg_max(node, x, axis):
+    """TF ArgMax: index of the first maximum along ``axis`` (``output_type`` int32 or the default int64)."""
+    return np.argmax(x, axis=int(axis)).astype(_INDEX_DTYPES.get(_attr(node, 'output_type'), np.int64))
+
+
+def _gather_nd(params, indices):
+    """TF GatherNd: ``indices[..., :K]`` index the first K axes of ``params``; the result has shape
+    ``indices.shape[:-1] + params.shape[K:]``. Out-of-range indices raise (TF on CPU raises too)."""
+    indices = np.asarray(indices, np.int64)
+    return np.asarray(params)[tuple(np.moveaxis(indices, -1, 0))]
+
+
 _OPS: Dict[str, Callable] = {
     'Identity': lambda n, a: a[0],
     'Transpose': lambda n, a: np.transpose(a[0], [int(v) for v in a[1]]),
@@ -191,6 +206,12 @@ _OPS: Dict[str, Callable] = {
         {'DT_FLOAT': np.float64, 'DT_INT32': np.int32, 'DT_INT64': np.int64}.get(_attr(n, 'DstT'), np.float64)),
     'ExpandDims': lambda n, a: np.expand_dims(a[0], int(a[1])),
     'Squeeze': lambda n, a: np.squeeze(a[0], axis=tuple(_attr(n, 'squeeze_dims', [])) or None),
+    'Sqrt': lambda n, a: np.sqrt(a[0]),
+    'SquaredDifference': lambda n, a: np.square(a[0] - a[1]),
+    'FloorDiv': lambda n, a: np.floor_divide(a[0], a[1]),
+    'ArgMax': lambda n, a: _arg_max(n, a[0], a[1]),
+    'GatherNd': lambda n, a: _gather_nd(a[0], a[1]),
+    'Pack': lambda n, a: np.stack(a, axis=int(_attr(n, 'axis', 0))),
 }
 
 
