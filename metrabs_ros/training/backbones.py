@@ -11,7 +11,9 @@ Kinds (`Backbone(kind=...)`):
   resnet18/34/50             torchvision structure (metrabs_ros.training.resnet)
   movenet-lightning/-thunder MoveNet's MobileNetV2 ×1.0 / ×1.75 (metrabs_ros.training.movenet_backbone)
   efficientnet-lite0         EfficientNet-Lite0 (metrabs_ros.training.efficientnet_lite)
-The last three have real-image-pretrained weights (metrabs_ros.training.pretrained_weights; train_pose's
+  movenet-lightning-fpn/-thunder-fpn  MoveNet's trunk + its stride-4 feature pyramid and the keypoint head's first
+                             layer (metrabs_ros.training.movenet_fpn; stride 4, 96 channels)
+The last five have real-image-pretrained weights (metrabs_ros.training.pretrained_weights; train_pose's
 `model.backbone_weights`) and a `stages()` list for freezing or slowing the early stages.
 """
 from typing import Optional
@@ -62,24 +64,32 @@ class TinyBackbone(nn.Module):
 
 BACKBONE_KINDS = ('tiny', 'efficientnetv2-s', 'efficientnetv2-m', 'efficientnetv2-l', 'mobilenetv3-large',
                   'mobilenetv3-small', 'resnet18', 'resnet34', 'resnet50', 'movenet-lightning', 'movenet-thunder',
-                  'efficientnet-lite0')
+                  'efficientnet-lite0', 'movenet-lightning-fpn', 'movenet-thunder-fpn')
+STRIDE_4_KINDS = ('movenet-lightning-fpn', 'movenet-thunder-fpn')
 
 
-def Backbone(kind: str = 'tiny', out_channels: Optional[int] = None, stride: int = 32, **kwargs) -> nn.Module:
+def Backbone(kind: str = 'tiny', out_channels: Optional[int] = None, stride: Optional[int] = None,
+             **kwargs) -> nn.Module:
     """Backbone factory; returns a module with the interface described above.
 
     out_channels: only for 'tiny' (default 96); the real backbones have fixed widths (1280 for EfficientNetV2,
-    960/576 for MobileNetV3, 512/2048 for ResNet-18/50, 1280 for MoveNet and EfficientNet-Lite0). stride: must be 32 except for 'tiny'.
+    960/576 for MobileNetV3, 512/2048 for ResNet-18/50, 1280 for MoveNet and EfficientNet-Lite0, 96 for the MoveNet
+    pyramids). stride: 'tiny' takes any power of two; the others have a fixed stride (4 for the MoveNet pyramids,
+    32 for the rest); pass None (or the fixed value) for them.
     kwargs: 'tiny' → TinyBackbone options; 'efficientnetv2-*' → centered_stride (default True).
     """
     kind = kind.lower()
     if kind == 'tiny':
-        return TinyBackbone(out_channels=out_channels or 96, stride=stride, **kwargs)
+        return TinyBackbone(out_channels=out_channels or 96, stride=stride or 32, **kwargs)
     if kind not in BACKBONE_KINDS:
         raise ValueError(f'unknown backbone kind {kind!r}; valid: {", ".join(BACKBONE_KINDS)}')
-    if stride != 32:
-        raise ValueError(f'backbone {kind!r} has total stride 32, got stride={stride}')
-    if kind.startswith('efficientnetv2-'):
+    fixed_stride = 4 if kind in STRIDE_4_KINDS else 32
+    if stride is not None and stride != fixed_stride:
+        raise ValueError(f'backbone {kind!r} has total stride {fixed_stride}, got stride={stride}')
+    if kind in STRIDE_4_KINDS:
+        from metrabs_ros.training.movenet_fpn import FPN_KINDS, MoveNetFPN
+        model = MoveNetFPN(FPN_KINDS[kind][1], **kwargs)
+    elif kind.startswith('efficientnetv2-'):
         from metrabs_ros.training.efficientnet import EfficientNetV2
         model = EfficientNetV2(kind[-1], **kwargs)
     elif kind.startswith('movenet-'):

