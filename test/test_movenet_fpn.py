@@ -9,8 +9,10 @@ torch = pytest.importorskip('torch')
 
 from metrabs_ros.training.backbones import Backbone  # noqa: E402
 from metrabs_ros.training.movenet_backbone import MOVENET_MODEL_SCOPE, movenet_input_uint8  # noqa: E402
-from metrabs_ros.training.movenet_fpn import (FPN_KINDS, FPN_SCOPE, NECK_FEATURE_NODE, MoveNetFPN,  # noqa: E402
-                                              movenet_fpn_state_dict)
+from metrabs_ros.training.movenet_fpn import (FPN_KINDS, FPN_SCOPE, KEYPOINT_BIAS,  # noqa: E402
+                                              KEYPOINT_LOGITS_NODE, KEYPOINT_WEIGHT, MOVENET_KEYPOINTS,
+                                              NECK_FEATURE_NODE, MoveNetFPN, keypoint_head_init,
+                                              movenet_fpn_state_dict, movenet_keypoint_logits)
 from metrabs_ros.training.tf_graph_numpy import run_graph  # noqa: E402
 from metrabs_ros.training.tfjs_reader import read_tfjs_graph_model, write_tfjs_graph_model  # noqa: E402
 from test_pretrained_backbones import MOVENET_DIR, TINY_SPEC, _s, movenet_fixture_graph  # noqa: E402
@@ -94,6 +96,10 @@ def fpn_fixture(directory, seed=0, drop=(), lateral16_source=9, resize_half_pixe
     n = 'StatefulPartitionedCall/kpt_heatmap_0/separable_conv2d_4'
     separable(n, NECK_FEATURE_NODE, x, 24, 96, n + '/separable_conv2d/ReadVariableOp_1',
               n + '/BiasAdd/ReadVariableOp')
+    # MoveNet's keypoint logits (17 COCO keypoints) on the neck
+    w = rand(KEYPOINT_WEIGHT, (1, 1, 96, 17))
+    b = rand(KEYPOINT_BIAS, (17,), 0.5)
+    nodes.append(_fused(KEYPOINT_LOGITS_NODE, [NECK_FEATURE_NODE, w, b], relu=False))
     return write_tfjs_graph_model(directory, nodes, weights, name='movenet-fpn-fixture', float16=True,
                                   shard_bytes=1 << 14)
 
@@ -158,3 +164,76 @@ def test_real_movenet_pyramid_matches_the_numpy_graph_forward(kind):
         ours64 = model.double()(crops).numpy()
     assert reference.shape == (1, 96, side // 4, side // 4)
     np.testing.assert_allclose(ours64, reference, rtol=0, atol=1e-5)
+
+
+# --- MoveNet's keypoint logits as the head's start --------------------------------------------------------------
+
+def test_keypoint_logits_are_read_with_their_wiring_and_reproduce_the_graph(tmp_path):
+    graph = read_tfjs_graph_model(fpn_fixture(tmp_path))
+    weight, bias = movenet_keypoint_logits(graph)
+    assert weight.shape == (17, 96) and bias.shape == (17,)
+    crops = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (1, 3, INPUT_PX, INPUT_PX)) / 255.0)
+    neck = _reference(graph, crops)[0]                                     # [96, h, w]
+    logits = run_graph(graph, {'input': movenet_input_uint8(crops)[0][None]}, [KEYPOINT_LOGITS_NODE])[0][0]
+    np.testing.assert_allclose(np.einsum('kc,chw->hwk', weight, neck) + bias, logits, atol=1e-9)
+
+
+def test_head_init_places_each_point_where_its_keypoints_logits_put_it():
+    """The decoded 2D and 3D x/y of a point equal an independent soft-argmax of (mixed) keypoint logits; the depth
+    starts flat (expectation at the middle of the cube); points without a rule are not touched."""
+    from metrabs_ros.training.heads import MetrabsHead
+    rng = np.random.default_rng(4)
+    weight, bias = rng.normal(size=(17, 96)).astype(np.float32), rng.normal(size=17).astype(np.float32)
+    names = ['lsho.coco_19', 'pelv.smpl_24', 'mystery.x', 'rank.h36m_17']
+    depth_bins, sharpen, res = 8, 3.0, 64
+    w, b, mask = keypoint_head_init(weight, bias, names, depth_bins, sharpen)
+    assert mask.tolist() == [True, True, False, True]
+    head = MetrabsHead(96, len(names), res, depth_bins, stride=4)
+    with torch.no_grad():
+        head.conv.weight.copy_(torch.from_numpy(w)[:, :, None, None])
+        head.conv.bias.copy_(torch.from_numpy(b))
+    features = rng.normal(size=(1, 96, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        c2, c3, _ = head(torch.from_numpy(features))
+    k = {n: i for i, n in enumerate(MOVENET_KEYPOINTS)}
+
+    def soft_argmax_px(logits):                  # independent: numpy softmax, grid i/(n-1) * L + stride/2
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        grid = np.arange(16) / 15.0 * (res - 1 - (res - 1) % 4) + 2.0
+        return np.array([(p.sum(0) * grid).sum(), (p.sum(1) * grid).sum()])
+
+    def keypoint_logits(mix):
+        return sum(f * (np.einsum('c,chw->hw', weight[k[n]], features[0]) + bias[k[n]]) for n, f in mix.items())
+
+    for j, mix in ((0, {'lsho': 1.0}), (1, {'lhip': 0.5, 'rhip': 0.5}), (3, {'rank': 1.0})):
+        expected = soft_argmax_px(sharpen * keypoint_logits(mix))
+        np.testing.assert_allclose(c2[0, j].numpy(), expected, atol=1e-3)
+        np.testing.assert_allclose(c3[0, j, :2].numpy(), expected * 2200.0 / res, atol=0.05)
+        assert abs(float(c3[0, j, 2]) - 1100.0) < 1e-2      # flat depth: the middle of the 2.2 m cube
+    assert not w[2].any() and not w[len(names) + 2].any()
+
+
+def test_training_starts_the_head_from_the_converted_keypoint_logits(tmp_path):
+    from metrabs_ros.training import train_pose as tp
+    from metrabs_ros.training.checkpoint import graph_from_config
+    from metrabs_ros.training.pretrained_weights import BACKBONE_WEIGHTS_FORMAT
+    graph = read_tfjs_graph_model(fpn_fixture(tmp_path / 'src'))
+    weight, bias = movenet_keypoint_logits(graph)
+    path = tmp_path / 'weights.pt'
+    torch.save({'format': BACKBONE_WEIGHTS_FORMAT, 'kind': 'movenet-lightning-fpn',
+                'state_dict': movenet_fpn_state_dict(graph, TINY_SPEC), 'provenance': {'package': 'fixture'},
+                'keypoint_logits': {'weight': torch.from_numpy(weight), 'bias': torch.from_numpy(bias),
+                                    'names': list(MOVENET_KEYPOINTS)}}, path)
+    cfg = tp.load_config(None, {'model': {'backbone': 'movenet-lightning-fpn', 'resolution': 64,
+                                          'head_init': 'movenet-keypoints', 'head_init_sharpen': 2.0}})
+    layout = tp.joint_layout(cfg)
+    g = graph_from_config(tp.model_config(cfg, layout))
+    g.backbone = MoveNetFPN(TINY_SPEC)          # the fixture's narrow trunk; the pyramid and neck widths are MoveNet's
+    cfg['model']['backbone_weights'] = str(path)
+    messages = []
+    tp._prepare_backbone(g, cfg, messages.append)
+    w, b, mask = keypoint_head_init(weight, bias, g.joint_names, g.head.depth_bins, 2.0)
+    assert mask.all() and any('60/60 points' in m for m in messages)
+    np.testing.assert_allclose(g.head.conv.weight[:, :, 0, 0].detach().numpy(), w)
+    np.testing.assert_allclose(g.head.conv.bias.detach().numpy(), b)

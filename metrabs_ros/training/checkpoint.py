@@ -10,6 +10,7 @@
   skeletons           contract metadata form ({'name': {'indices' | 'matrix', 'joint_names', 'edges'}}), optional
   default_skeleton    optional
   depth_bins (8), depth_cube_mm (2200), with_uncertainty (False), mix_3d_inside_fov (0.5),
+  head ('metrabs' | 'lifting'), head_options (LiftingHead keyword arguments),
   heatmap_offset_px (stride/2), fov_offset_px (0), latent_decoder ([L][J] or None),
   name, description, training (free text), bone_lengths_mm (optional, one per joint edge)
 """
@@ -36,7 +37,8 @@ def graph_from_config(config: Mapping[str, Any]) -> PoseGraph:
         with_uncertainty=bool(config.get('with_uncertainty', False)), depth_bins=int(config.get('depth_bins', 8)),
         depth_cube_mm=float(config.get('depth_cube_mm', 2200.0)), latent_decoder=config.get('latent_decoder'),
         heatmap_offset_px=config.get('heatmap_offset_px'), fov_offset_px=float(config.get('fov_offset_px', 0.0)),
-        mix_3d_inside_fov=float(config.get('mix_3d_inside_fov', 0.5))).eval()
+        mix_3d_inside_fov=float(config.get('mix_3d_inside_fov', 0.5)), head=str(config.get('head', 'metrabs')),
+        head_options=dict(config.get('head_options') or {})).eval()
 
 
 def save_checkpoint(path, graph: PoseGraph, config: Mapping[str, Any]) -> str:

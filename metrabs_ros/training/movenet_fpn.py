@@ -19,8 +19,10 @@ The graph's upsampling sizes are constants (12, 24, 48 for its 192 px input); ou
 is the same operation for any input that is a multiple of 32.
 
 Our module: `trunk` (movenet_backbone.MoveNetMobileNetV2, same keys under `trunk.`), `top`, `lateral16`,
-`smooth16`, `lateral8`, `smooth8`, `lateral4`, `smooth4`, `neck` (separable convs: `.depthwise`, `.pointwise`).
-Output [B, 96, H/4, W/4] for input [B, 3, H, W] gamma-encoded RGB in [0, 1], H and W multiples of 32.
+`smooth16`, `lateral8`, `smooth8`, `lateral4`, `smooth4`, `neck` (separable convs: `.depthwise`, `.pointwise`),
+and with `global_channels` G > 0 our own `context` branch (1×1 conv + ReLU on the trunk's stride-32 output,
+bilinearly upsampled; no MoveNet weights, it starts random). Output [B, 96 + G, H/4, W/4] (neck channels first)
+for input [B, 3, H, W] gamma-encoded RGB in [0, 1], H and W multiples of 32.
 """
 from __future__ import annotations
 
@@ -66,9 +68,10 @@ def _up2(x: torch.Tensor) -> torch.Tensor:
 class MoveNetFPN(StagedBackbone):
     """MoveNet trunk + feature pyramid + the keypoint head's first layer; stride 4, 96 output channels."""
 
-    def __init__(self, spec: MobileNetV2Spec):
+    def __init__(self, spec: MobileNetV2Spec, global_channels: int = 0):
         super().__init__()
         self.spec = spec
+        self.global_channels = int(global_channels)
         self.trunk = MoveNetMobileNetV2(spec)
         c_top, c16, c8, c4 = FPN_WIDTHS
         self.top = SamePaddingConv2d(spec.last, c_top, 1)
@@ -79,14 +82,20 @@ class MoveNetFPN(StagedBackbone):
         self.lateral4 = SamePaddingConv2d(spec.blocks[LATERAL_BLOCKS['lateral4'] - 1][1], c8, 1)
         self.smooth4 = SeparableConv(c8, c4)
         self.neck = SeparableConv(c4, NECK_WIDTH)
-        self.out_channels = NECK_WIDTH
+        if self.global_channels:
+            # context branch (ours, trained from scratch): 1×1 conv + ReLU on the trunk's stride-32 output,
+            # upsampled to stride 4 and appended to the neck's channels. The keypoint channels place joints in the
+            # image; these carry the whole-body context that a joint's depth needs (the neck sees a 3×3 window).
+            self.context = SamePaddingConv2d(spec.last, self.global_channels, 1)
+        self.out_channels = NECK_WIDTH + self.global_channels
         self.stride = 4
+        self.fresh_prefixes = ('context.',)    # not in MoveNet: pretrained_weights leaves them at their init
 
     def stages(self) -> List[nn.Module]:
         """Trunk stages (stem, 17 blocks, Conv_1), then the pyramid top-down, then the neck."""
         return [*self.trunk.stages(), self.top, nn.ModuleList([self.lateral16, self.smooth16]),
                 nn.ModuleList([self.lateral8, self.smooth8]), nn.ModuleList([self.lateral4, self.smooth4]),
-                self.neck]
+                self.neck] + ([self.context] if self.global_channels else [])
 
     def forward(self, crops01: torch.Tensor) -> torch.Tensor:
         t = self.trunk
@@ -97,11 +106,16 @@ class MoveNetFPN(StagedBackbone):
         for i, block in enumerate(t.blocks):
             x = block(x)
             taps[i] = x
-        x = torch.clamp(t.head(x), 0.0, 6.0)
-        x = self.smooth16(_up2(self.top(x)) + self.lateral16(taps[LATERAL_BLOCKS['lateral16']]))
+        trunk_out = torch.clamp(t.head(x), 0.0, 6.0)
+        x = self.smooth16(_up2(self.top(trunk_out)) + self.lateral16(taps[LATERAL_BLOCKS['lateral16']]))
         x = self.smooth8(_up2(x) + self.lateral8(taps[LATERAL_BLOCKS['lateral8']]))
         x = self.smooth4(_up2(x) + self.lateral4(taps[LATERAL_BLOCKS['lateral4']]))
-        return self.neck(x)
+        keypoint_features = self.neck(x)
+        if not self.global_channels:
+            return keypoint_features
+        context = torch.relu(self.context(trunk_out))
+        context = F.interpolate(context, size=keypoint_features.shape[-2:], mode='bilinear', align_corners=False)
+        return torch.cat([keypoint_features, context], dim=1)
 
 
 # --- loading from the TFJS graph ------------------------------------------------------------------------------
@@ -244,5 +258,78 @@ def load_movenet_fpn(model_json_path, kind: str = 'movenet-lightning-fpn') -> Mo
     return model.eval()
 
 
+# --- MoveNet's keypoint logits as the initial MeTRAbs head ----------------------------------------------------
+
+KEYPOINT_LOGITS_NODE = 'StatefulPartitionedCall/kpt_heatmap_0/conv2d_5/BiasAdd'
+KEYPOINT_WEIGHT = 'StatefulPartitionedCall/kpt_heatmap_0/conv2d_5/Conv2D/ReadVariableOp'
+KEYPOINT_BIAS = 'StatefulPartitionedCall/kpt_heatmap_0/conv2d_5/BiasAdd/ReadVariableOp'
+# MoveNet's 17 outputs (COCO order; l/r = the person's own left/right), in our joint naming
+MOVENET_KEYPOINTS = ('nose', 'leye', 'reye', 'lear', 'rear', 'lsho', 'rsho', 'lelb', 'relb', 'lwri', 'rwri',
+                     'lhip', 'rhip', 'lkne', 'rkne', 'lank', 'rank')
+# our joints that MoveNet does not output: a weighted mix of the logits of the keypoints around them (a starting
+# point only; training moves them to where the joint is)
+_MIXED_JOINTS = {
+    'pelv': {'lhip': 0.5, 'rhip': 0.5},
+    'spi1': {'lhip': 0.35, 'rhip': 0.35, 'lsho': 0.15, 'rsho': 0.15},
+    'spi2': {'lhip': 0.25, 'rhip': 0.25, 'lsho': 0.25, 'rsho': 0.25},
+    'spin': {'lhip': 0.25, 'rhip': 0.25, 'lsho': 0.25, 'rsho': 0.25},
+    'spi3': {'lhip': 0.15, 'rhip': 0.15, 'lsho': 0.35, 'rsho': 0.35},
+    'neck': {'lsho': 0.5, 'rsho': 0.5},
+    'lcla': {'lsho': 0.65, 'rsho': 0.35}, 'rcla': {'rsho': 0.65, 'lsho': 0.35},
+    'head': {'nose': 0.34, 'lear': 0.33, 'rear': 0.33},
+    'htop': {'leye': 0.25, 'reye': 0.25, 'lear': 0.25, 'rear': 0.25},
+    'ltoe': {'lank': 1.0}, 'rtoe': {'rank': 1.0}, 'lhan': {'lwri': 1.0}, 'rhan': {'rwri': 1.0},
+}
+
+
+def keypoint_mix(joint: str) -> Dict[str, float]:
+    """MoveNet keypoints (and weights summing to 1) whose logits start the heatmap of our joint `joint` (a name
+    without the format suffix); {} for joints we have no rule for."""
+    if joint in MOVENET_KEYPOINTS:
+        return {joint: 1.0}
+    return dict(_MIXED_JOINTS.get(joint, {}))
+
+
+def movenet_keypoint_logits(graph) -> Tuple[np.ndarray, np.ndarray]:
+    """(weight [17, 96], bias [17]) of MoveNet's last keypoint-heatmap conv (1×1 on the neck's output, sigmoid
+    logits of the COCO keypoints in MOVENET_KEYPOINTS order); checks its wiring."""
+    weights, nodes = graph.weights, graph.nodes_by_name
+    node = nodes.get(KEYPOINT_LOGITS_NODE)
+    if KEYPOINT_WEIGHT not in weights or KEYPOINT_BIAS not in weights or node is None:
+        raise ValueError(f'{graph.source}: MoveNet keypoint logits ({KEYPOINT_LOGITS_NODE}) not found')
+    if _inputs(node)[:3] != [NECK_FEATURE_NODE, KEYPOINT_WEIGHT, KEYPOINT_BIAS] or _fused_ops(node) != ['BiasAdd']:
+        raise ValueError(f'{graph.source}: {KEYPOINT_LOGITS_NODE} is not a 1x1 conv + bias on {NECK_FEATURE_NODE}')
+    kernel = np.asarray(weights[KEYPOINT_WEIGHT], np.float32)
+    if kernel.shape != (1, 1, NECK_WIDTH, len(MOVENET_KEYPOINTS)):
+        raise ValueError(f'{graph.source}: keypoint logits kernel {kernel.shape}, expected '
+                         f'(1, 1, {NECK_WIDTH}, {len(MOVENET_KEYPOINTS)})')
+    return kernel[0, 0].T.copy(), np.asarray(weights[KEYPOINT_BIAS], np.float32).copy()
+
+
+def keypoint_head_init(weight: np.ndarray, bias: np.ndarray, joint_names: Sequence[str], depth_bins: int,
+                       sharpen: float = 1.0):
+    """Initial MeTRAbs head (layout of metrabs_ros.training.heads: 2D logits of each point, then depth bin d of
+    point j at P + d·P + j) from MoveNet's keypoint logits: every point's 2D map and each of its depth bins get the
+    (mixed) keypoint logits × `sharpen`, so the 3D x/y start where MoveNet puts the joint and the depth starts flat.
+    joint_names: raw names '<joint>.<format>' (or bare). Returns (conv weight [P·(1+D), 96], bias [P·(1+D)],
+    mask [P] of the points that got an initialisation)."""
+    index = {k: i for i, k in enumerate(MOVENET_KEYPOINTS)}
+    p = len(joint_names)
+    w_out = np.zeros((p * (1 + depth_bins), weight.shape[1]), np.float32)
+    b_out = np.zeros(p * (1 + depth_bins), np.float32)
+    mask = np.zeros(p, bool)
+    for j, name in enumerate(joint_names):
+        mix = keypoint_mix(name.split('.')[0])
+        if not mix:
+            continue
+        w = sum(f * weight[index[k]] for k, f in mix.items()) * sharpen
+        b = sum(f * bias[index[k]] for k, f in mix.items()) * sharpen
+        for c in [j] + [p + d * p + j for d in range(depth_bins)]:
+            w_out[c], b_out[c] = w, b
+        mask[j] = True
+    return w_out, b_out, mask
+
+
 __all__: Sequence[str] = ('MoveNetFPN', 'FPN_KINDS', 'movenet_fpn_state_dict', 'load_movenet_fpn',
-                          'FPN_FEATURE_NODE', 'NECK_FEATURE_NODE')
+                          'FPN_FEATURE_NODE', 'NECK_FEATURE_NODE', 'MOVENET_KEYPOINTS', 'keypoint_mix',
+                          'movenet_keypoint_logits', 'keypoint_head_init')

@@ -162,16 +162,28 @@ class PoseGraph(nn.Module):
 def build_pose_graph(joint_names: Sequence[str], resolution: int = 256, backbone: nn.Module | None = None,
                      with_uncertainty: bool = False, depth_bins: int = 8, depth_cube_mm: float = 2200.0,
                      latent_decoder=None, heatmap_offset_px: float | None = None, fov_offset_px: float = 0.0,
-                     mix_3d_inside_fov: float = 0.5) -> PoseGraph:
-    """PoseGraph with a MeTRAbs head on `backbone` (default: the tiny test backbone, stride 32).
+                     mix_3d_inside_fov: float = 0.5, head: str = 'metrabs',
+                     head_options: dict | None = None) -> PoseGraph:
+    """PoseGraph with a MeTRAbs head (or, head='lifting', the lifting head of metrabs_ros.training.lifting_head
+    with `head_options`) on `backbone` (default: the tiny test backbone, stride 32).
 
     latent_decoder [L, J]: the head predicts L latent points decoded to the J joints (see PoseGraph)."""
     from metrabs_ros.training.backbones import Backbone
     if backbone is None:
         backbone = Backbone(kind='tiny', out_channels=96, stride=32)
     num_points = len(joint_names) if latent_decoder is None else int(torch.as_tensor(latent_decoder).shape[0])
-    head = MetrabsHead(backbone.out_channels, num_points, resolution, depth_bins=depth_bins,
-                       stride=backbone.stride, depth_cube_mm=depth_cube_mm, with_uncertainty=with_uncertainty,
-                       offset_px=heatmap_offset_px)
+    if head == 'lifting':
+        from metrabs_ros.training.lifting_head import LiftingHead
+        if with_uncertainty:
+            raise ValueError('the lifting head has no uncertainty output')
+        head_module = LiftingHead(backbone.out_channels, num_points, resolution, stride=backbone.stride,
+                                  offset_px=heatmap_offset_px, **dict(head_options or {}))
+    elif head == 'metrabs':
+        head_module = MetrabsHead(backbone.out_channels, num_points, resolution, depth_bins=depth_bins,
+                                  stride=backbone.stride, depth_cube_mm=depth_cube_mm,
+                                  with_uncertainty=with_uncertainty, offset_px=heatmap_offset_px)
+    else:
+        raise ValueError(f"unknown head {head!r}; valid: metrabs, lifting")
+    head = head_module
     return PoseGraph(backbone, head, joint_names, resolution, mix_3d_inside_fov=mix_3d_inside_fov,
                      fov_offset_px=fov_offset_px, latent_decoder=latent_decoder)

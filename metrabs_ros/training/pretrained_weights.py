@@ -112,9 +112,29 @@ def write_backbone_weights(kind: str, source_path, out_dir=DEFAULT_OUT_DIR) -> P
                   'files': files, 'licence': SOURCES[kind]['licence']}
     out = Path(out_dir) / f'{kind}.pt'
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({'format': BACKBONE_WEIGHTS_FORMAT, 'kind': kind, 'state_dict': state, 'provenance': provenance},
-               out)
+    data = {'format': BACKBONE_WEIGHTS_FORMAT, 'kind': kind, 'state_dict': state, 'provenance': provenance}
+    if kind.endswith('-fpn'):   # MoveNet's keypoint logits (the optional head start, train_pose model.head_init)
+        from metrabs_ros.training.movenet_fpn import MOVENET_KEYPOINTS, movenet_keypoint_logits
+        from metrabs_ros.training.tfjs_reader import read_tfjs_graph_model
+        weight, bias = movenet_keypoint_logits(read_tfjs_graph_model(source_path))
+        data['keypoint_logits'] = {'weight': torch.from_numpy(weight), 'bias': torch.from_numpy(bias),
+                                   'names': list(MOVENET_KEYPOINTS)}
+    torch.save(data, out)
     return out
+
+
+def load_keypoint_logits(path):
+    """(weight [17, C], bias [17]) numpy arrays of MoveNet's keypoint logits stored in a converted movenet-*-fpn
+    weights file, in movenet_fpn.MOVENET_KEYPOINTS order."""
+    from metrabs_ros.training.movenet_fpn import MOVENET_KEYPOINTS
+    data = torch.load(path, map_location='cpu', weights_only=True)
+    entry = data.get('keypoint_logits') if isinstance(data, dict) else None
+    if entry is None:
+        raise ValueError(f'{path} holds no keypoint logits (convert a movenet-*-fpn kind with '
+                         'python -m metrabs_ros.training.pretrained_weights)')
+    if list(entry['names']) != list(MOVENET_KEYPOINTS):
+        raise ValueError(f"{path}: keypoint order {entry['names']} differs from {list(MOVENET_KEYPOINTS)}")
+    return entry['weight'].numpy(), entry['bias'].numpy()
 
 
 def load_backbone_weights(backbone: torch.nn.Module, path, kind: Optional[str] = None) -> dict:
@@ -126,7 +146,10 @@ def load_backbone_weights(backbone: torch.nn.Module, path, kind: Optional[str] =
                          'with python -m metrabs_ros.training.pretrained_weights')
     if kind is not None and data['kind'] != kind:
         raise ValueError(f'{path} holds {data["kind"]!r} weights, the model backbone is {kind!r}')
-    load_state_dict_strict(backbone, data['state_dict'], source=str(path))
+    # parts a backbone adds on top of the pretrained network (e.g. MoveNetFPN's context branch) keep their own init
+    fresh = tuple(getattr(backbone, 'fresh_prefixes', ()))
+    own = {k: v for k, v in backbone.state_dict().items() if fresh and k.startswith(fresh)}
+    load_state_dict_strict(backbone, {**data['state_dict'], **own}, source=str(path))
     return data['provenance']
 
 

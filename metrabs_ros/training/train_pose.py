@@ -52,6 +52,13 @@ DEFAULT_CONFIG: Dict[str, Any] = {
         'init_from': None,            # optional checkpoint: copy every parameter whose name and shape match
         'backbone_weights': None,     # converted pretrained backbone (metrabs_ros.training.pretrained_weights,
                                       # generated/pretrained/<kind>.pt), loaded strictly before step 0
+        'head': 'metrabs',            # 'metrabs' (volumetric heatmaps) or 'lifting' (metrabs_ros.training.lifting_head)
+        'head_options': {},           # LiftingHead options (hidden, base_span_mm, keypoint_channels)
+        'head_init': None,            # 'movenet-keypoints': start the head from MoveNet's keypoint logits (the
+                                      # backbone_weights file of a movenet-*-fpn kind carries them; movenet_fpn.
+                                      # keypoint_head_init): each point's 2D map and depth bins = its keypoint's
+                                      # logits x head_init_sharpen, depth flat
+        'head_init_sharpen': 4.0,
         'latent_acae': None,          # ACAE .npz: the head predicts its latent points, decoded (frozen decoder) to
                                       # the joints of `formats` (direct latent prediction, WACV'23)
         'name': 'metrabs_ros pose model',
@@ -109,7 +116,7 @@ def deep_update(base: dict, override: dict, path: str = '') -> dict:
     for key, value in (override or {}).items():
         if key not in out:
             raise ValueError(f'unknown config key {path + key!r}; valid: {sorted(out)}')
-        if isinstance(out[key], dict) and isinstance(value, dict) and key != 'backbone_options':
+        if isinstance(out[key], dict) and isinstance(value, dict) and key not in ('backbone_options', 'head_options'):
             out[key] = deep_update(out[key], value, f'{path}{key}.')
         else:
             out[key] = copy.deepcopy(value)
@@ -188,6 +195,7 @@ def model_config(cfg: dict, layout: aug.JointLayout) -> dict:
     return {
         'latent_decoder': latent,
         'backbone': m['backbone'], 'backbone_options': dict(m['backbone_options'] or {}),
+        'head': m['head'], 'head_options': dict(m['head_options'] or {}),
         'resolution': int(m['resolution']), 'joint_names': list(layout.raw_names),
         'joint_edges': layout.raw_edges(), 'skeletons': layout.skeletons_metadata(),
         'default_skeleton': m['default_skeleton'], 'depth_bins': int(m['depth_bins']),
@@ -509,10 +517,44 @@ def _prepare_backbone(graph, cfg: dict, log) -> None:
         from metrabs_ros.training.pretrained_weights import load_backbone_weights
         provenance = load_backbone_weights(graph.backbone, path, kind=cfg['model']['backbone'])
         log(f"backbone {cfg['model']['backbone']} initialised from {path} ({provenance.get('package')})")
+    if cfg['model'].get('head_init'):
+        _init_head_from_keypoints(graph, cfg, log)
     n = int(cfg['optim'].get('early_stages') or 0)
     if n and float(cfg['optim'].get('early_lr_factor', 1.0)) == 0.0:
         _early_backbone_parameters(graph, cfg)   # validates the backbone kind
         graph.backbone.freeze_early_stages(n)
+
+
+def _init_head_from_keypoints(graph, cfg: dict, log) -> None:
+    """model.head_init 'movenet-keypoints': the head's 1x1 conv from the keypoint logits stored with the backbone
+    weights (pretrained_weights, movenet-*-fpn kinds); points without a keypoint rule keep their random start."""
+    m = cfg['model']
+    if m['head_init'] != 'movenet-keypoints':
+        raise ValueError(f"unknown model.head_init {m['head_init']!r}; valid: movenet-keypoints")
+    if not m.get('backbone_weights'):
+        raise ValueError('model.head_init movenet-keypoints needs model.backbone_weights (a movenet-*-fpn file)')
+    from metrabs_ros.training.movenet_fpn import keypoint_head_init
+    from metrabs_ros.training.pretrained_weights import load_keypoint_logits
+    weight, bias = load_keypoint_logits(m['backbone_weights'])
+    conv = graph.head.conv
+    if conv.in_channels < weight.shape[1] or graph.head.stride != 4:
+        raise ValueError(f"model.head_init movenet-keypoints needs a movenet-*-fpn backbone, not {m['backbone']!r}")
+    names = list(graph.joint_names)
+    if graph.head.num_points != len(names):
+        raise ValueError('model.head_init movenet-keypoints needs a head that predicts the joints (no latent_acae)')
+    depth_bins = 0 if m.get('head') == 'lifting' else graph.head.depth_bins   # the lifting head has 2D maps only
+    w, b, mask = keypoint_head_init(weight, bias, names, depth_bins, float(m['head_init_sharpen']))
+    if w.shape[0] != conv.out_channels:
+        raise ValueError(f'head has {conv.out_channels} output channels, the keypoint init {w.shape[0]} '
+                         '(uncertainty or latent heads are not supported by this init)')
+    rows = torch.from_numpy(np.repeat(mask[None], 1 + depth_bins, 0).reshape(-1))
+    k = weight.shape[1]     # the neck's keypoint channels come first; extra (context) channels start at 0
+    with torch.no_grad():
+        conv.weight[rows, :k] = torch.from_numpy(w)[rows][:, :, None, None].to(conv.weight.dtype)
+        conv.weight[rows, k:] = 0.0
+        conv.bias[rows] = torch.from_numpy(b)[rows].to(conv.bias.dtype)
+    log(f'head initialised from MoveNet keypoint logits for {int(mask.sum())}/{len(mask)} points '
+        f"(sharpen {m['head_init_sharpen']})")
 
 
 def _same_training_setup(a: dict, b: dict) -> List[str]:

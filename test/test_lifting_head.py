@@ -1,0 +1,101 @@
+"""The lifting head (metrabs_ros.training.lifting_head): its start state against an independent numpy soft-argmax,
+the 2D maps untouched by the 3D loss, training through train_pose, and export to the ONNX contract with ONNX Runtime
+parity."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+
+from metrabs_ros.training.backbones import TinyBackbone  # noqa: E402
+from metrabs_ros.training.lifting_head import LiftingHead  # noqa: E402
+from metrabs_ros.training.pose_graph import build_pose_graph  # noqa: E402
+
+RES = 64
+
+
+def _numpy_soft_argmax_px(logits, res, stride):
+    """logits [h, w] → (x, y) crop px: softmax, marginal expectations on i/(n−1), × L + stride/2."""
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    h, w = logits.shape
+    span = (res - 1) - (res - 1) % stride
+    gx = np.arange(w) / (w - 1) * span + stride / 2
+    gy = np.arange(h) / (h - 1) * span + stride / 2
+    return np.array([(p.sum(0) * gx).sum(), (p.sum(1) * gy).sum()])
+
+
+def test_start_state_is_the_image_aligned_skeleton_at_the_base_scale():
+    torch.manual_seed(0)
+    head = LiftingHead(40, 5, RES, stride=4, keypoint_channels=24, hidden=16, base_span_mm=1800.0)
+    features = torch.randn(2, 40, RES // 4, RES // 4)
+    with torch.no_grad():
+        c2, c3, unc = head(features)
+    assert unc is None and c2.shape == (2, 5, 2) and c3.shape == (2, 5, 3)
+    w = head.conv.weight.detach().numpy()[:, :, 0, 0]
+    b = head.conv.bias.detach().numpy()
+    for n in range(2):
+        for j in range(5):
+            logits = np.einsum('c,chw->hw', w[j], features[n, :24].numpy()) + b[j]
+            px = _numpy_soft_argmax_px(logits, RES, 4)
+            np.testing.assert_allclose(c2[n, j].numpy(), px, atol=1e-3)
+            np.testing.assert_allclose(c3[n, j, :2].numpy(), (px - RES / 2) * 1800.0 / RES, atol=0.05)
+            assert c3[n, j, 2] == 0.0
+
+
+def test_three_d_loss_trains_the_lifter_and_context_but_not_the_2d_maps():
+    torch.manual_seed(1)
+    head = LiftingHead(40, 5, RES, stride=4, keypoint_channels=24, hidden=16)
+    with torch.no_grad():   # past the zero start of the last layer, so gradients reach the inputs
+        head.lifter[-1].weight.normal_(0.0, 0.1)
+    features = torch.randn(2, 40, RES // 4, RES // 4, requires_grad=True)
+    _, c3, _ = head(features)
+    c3.square().sum().backward()
+    assert head.conv.weight.grad is None or not head.conv.weight.grad.any()
+    assert head.lifter[-1].weight.grad.abs().sum() > 0
+    # the context channels reach the 3D output; the keypoint channels only through the (detached) 2D joints
+    assert features.grad[:, 24:].abs().sum() > 0 and not features.grad[:, :24].any()
+    head.zero_grad()
+    c2, _, _ = head(features)
+    c2.sum().backward()
+    assert head.conv.weight.grad.abs().sum() > 0
+
+
+def test_lifting_graph_exports_to_the_contract_with_runtime_parity(tmp_path):
+    pytest.importorskip('onnxruntime')
+    from metrabs_ros.model_contract import read_pose_model_info
+    from metrabs_ros.skeletons import get_skeleton
+    from metrabs_ros.training.export import export_pose_model, parity_check
+    torch.manual_seed(2)
+    names = list(get_skeleton('h36m_17').joint_names)
+    graph = build_pose_graph(names, RES, backbone=TinyBackbone(out_channels=40, stride=4), head='lifting',
+                             head_options={'keypoint_channels': 24, 'hidden': 32, 'base_span_mm': 1900.0})
+    with torch.no_grad():   # a non-trivial lifter so that the parity covers it
+        graph.head.lifter[-1].weight.normal_(0.0, 0.01)
+    path = export_pose_model(graph.eval(), tmp_path / 'lift.onnx', {'name': 'lifting fixture'})
+    import onnxruntime as ort
+    info = read_pose_model_info(ort.InferenceSession(str(path), providers=['CPUExecutionProvider']), str(path))
+    assert info.resolution == RES and len(info.joint_names) == 17 and info.metadata['stride'] == '4'
+    assert parity_check(graph, path, num_people=2, num_aug=2, image_hw=(96, 128)) < 0.5   # mm
+
+
+def test_training_runs_with_the_lifting_head_and_saves_a_loadable_checkpoint(tmp_path):
+    from metrabs_ros.camera import CameraModel
+    from metrabs_ros.synthetic_scene import render_scene
+    from metrabs_ros.training import augment as aug
+    from metrabs_ros.training import train_pose as tp
+    from metrabs_ros.training.checkpoint import load_checkpoint
+    cam = CameraModel.create(image_hw=(240, 320), fov_degrees=70)
+    scenes = [aug.scene_to_sample(render_scene(seed, num_people=2, image_hw=(240, 320), camera=cam,
+                                               distance_range_mm=(2500, 5000))) for seed in range(2)]
+    data = [aug.scene_sample_to_crop_sample(s, p, 64) for s in scenes for p in range(aug.scene_people_count(s))]
+    cfg = tp.load_config(None, {
+        'model': {'backbone': 'tiny', 'backbone_options': {'out_channels': 40, 'stride': 4}, 'resolution': 64,
+                  'head': 'lifting', 'head_options': {'keypoint_channels': 24, 'hidden': 32}},
+        'augment': {'enabled': False},
+        'optim': {'steps': 6, 'batch_size': 4, 'lr': 3e-3, 'warmup_steps': 2},
+        'loss': {'absolute_start_step': 0.5, 'weak_perspective_steps': 0.25},
+        'run': {'num_workers': 0, 'log_every': 2, 'validate_every': 0, 'checkpoint_every': 100, 'threads': 1}})
+    result = tp.train(cfg, data, str(tmp_path), log=lambda *a: None)
+    graph, config = load_checkpoint(result['final_checkpoint'])
+    assert config['head'] == 'lifting' and isinstance(graph.head, LiftingHead)
+    assert graph.head.stride == 4 and config['joint_names'] == list(tp.joint_layout(cfg).raw_names)
