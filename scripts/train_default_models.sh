@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Reproduce the embedded default models (metrabs_ros/models/*.onnx) from scratch: synthetic data, training,
 # export, evaluation. Deterministic from the seeds below. Writes under generated/ (git-ignored).
-#   bash scripts/train_default_models.sh            # the interim CPU recipe (MobileNetV3-Small from scratch, ~4 h)
-#   POSE_CONFIG=pose_movenet_cpu.yaml bash scripts/train_default_models.sh   # MoveNet-initialised candidate (issue 12;
-#     measured in MODEL_CARD.md, not shipped: ~1 h of training on 2 cores)
+#   bash scripts/train_default_models.sh            # the embedded pose model: MoveNet Lightning keypoint features
+#     (frozen) + lifting head, trained on 2 CPU cores (~40 min; issue 12, MODEL_CARD.md)
+#   POSE_CONFIG=pose_interim_cpu.yaml bash scripts/train_default_models.sh   # the previous interim model
+#     (MobileNetV3-Small from scratch, ~4 h)
+#   POSE_CONFIG=pose_movenet_cpu.yaml bash scripts/train_default_models.sh   # MoveNet trunk + MeTRAbs head (measured,
+#     not shipped)
 #   DEVICE=cuda POSE_CONFIG=pose_default.yaml DET_STEPS=40000 bash scripts/train_default_models.sh   # GPU recipe
 # One torch thread per process on a shared 2-core machine (two threads were 28x slower: OpenMP oversubscription).
 set -euo pipefail
@@ -12,7 +15,7 @@ cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 PY=.venv/bin/python
 DEVICE="${DEVICE:-cpu}"
-POSE_CONFIG="${POSE_CONFIG:-pose_interim_cpu.yaml}"
+POSE_CONFIG="${POSE_CONFIG:-pose_movenet_lift_cpu.yaml}"
 DET_STEPS="${DET_STEPS:-3000}"
 G=generated
 cli() { $PY -m metrabs_ros.cli "$@"; }
@@ -29,6 +32,11 @@ cli() { $PY -m metrabs_ros.cli "$@"; }
 #     the first 6144 crops of the seed-1 training set (sample i depends only on the seed and i)
 if [[ $POSE_CONFIG == pose_movenet_cpu.yaml ]]; then
   [[ -f $G/pretrained/movenet-lightning.pt ]] || $PY -m metrabs_ros.training.pretrained_weights --kind movenet-lightning
+fi
+if [[ $POSE_CONFIG == pose_movenet_lift_cpu.yaml ]]; then   # trunk + pyramid + keypoint layer + keypoint logits
+  [[ -f $G/pretrained/movenet-lightning-fpn.pt ]] || $PY -m metrabs_ros.training.pretrained_weights --kind movenet-lightning-fpn
+fi
+if [[ $POSE_CONFIG == pose_movenet*_cpu.yaml ]]; then
   [[ -f $G/synth/crops-train-6k/manifest.json ]] || cli synth --kind crops --count 6144 --seed 1 --split train --out $G/synth/crops-train-6k --workers 2 --size 256
 fi
 
@@ -46,6 +54,10 @@ elif [[ $POSE_CONFIG == pose_movenet_cpu.yaml ]]; then
   cli train --config metrabs_ros/training/configs/pose_movenet_cpu_continue.yaml --data $G/synth/crops-train-6k \
       --val $G/synth/crops-val --out $G/runs/pose_movenet_s2 --device "$DEVICE" --resume
   POSE_RUN=$G/runs/pose_movenet_s2
+elif [[ $POSE_CONFIG == pose_movenet_lift_cpu.yaml ]]; then
+  cli train --config metrabs_ros/training/configs/pose_movenet_lift_cpu.yaml --data $G/synth/crops-train-6k \
+      --val $G/synth/crops-val --out $G/runs/pose_movenet_lift --device "$DEVICE" --resume
+  POSE_RUN=$G/runs/pose_movenet_lift
 else
   cli train --config "metrabs_ros/training/configs/$POSE_CONFIG" --data $G/synth/crops-train --val $G/synth/crops-val \
       --out $G/runs/pose --device "$DEVICE" --resume
@@ -86,4 +98,9 @@ fi
 cli evaluate $POSE_RUN/metrabs_default.onnx --data $G/synth/scenes-val --gt-boxes --out $G/runs/eval_pose_gt_boxes
 cli evaluate $POSE_RUN/metrabs_default.onnx --data $G/synth/scenes-val --detector $DETECTOR --detector-threshold 0.3 \
     --out $G/runs/eval_end_to_end
+# 5. real footage (evaluation only): 2D agreement with a real-image teacher (MoveNet Thunder) and 3D plausibility
+if [[ -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ]]; then
+  cli evaluate-real-pose /usr/share/doc/opencv-doc/examples/data/vtest.avi --labels evaluation/vtest_person_boxes.json \
+      --pose-model $POSE_RUN/metrabs_default.onnx --out $G/runs/eval_real_pose
+fi
 echo "copy $POSE_RUN/metrabs_default.onnx, $G/acae/acae_default.npz and $DETECTOR (as detector_default.onnx) to metrabs_ros/models/"

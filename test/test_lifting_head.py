@@ -93,9 +93,24 @@ def test_training_runs_with_the_lifting_head_and_saves_a_loadable_checkpoint(tmp
                   'head': 'lifting', 'head_options': {'keypoint_channels': 24, 'hidden': 32}},
         'augment': {'enabled': False},
         'optim': {'steps': 6, 'batch_size': 4, 'lr': 3e-3, 'warmup_steps': 2},
-        'loss': {'absolute_start_step': 0.5, 'weak_perspective_steps': 0.25},
+        'loss': {'absolute_start_step': 0.5, 'weak_perspective_steps': 0.25, 'lifter_true_2d_fraction': 0.5},
         'run': {'num_workers': 0, 'log_every': 2, 'validate_every': 0, 'checkpoint_every': 100, 'threads': 1}})
     result = tp.train(cfg, data, str(tmp_path), log=lambda *a: None)
     graph, config = load_checkpoint(result['final_checkpoint'])
     assert config['head'] == 'lifting' and isinstance(graph.head, LiftingHead)
     assert graph.head.stride == 4 and config['joint_names'] == list(tp.joint_layout(cfg).raw_names)
+
+
+def test_lifter_reads_given_2d_joints_and_the_prediction_where_none_is_given():
+    torch.manual_seed(3)
+    head = LiftingHead(40, 4, RES, stride=4, keypoint_channels=24, hidden=16, base_span_mm=1600.0)
+    features = torch.randn(1, 40, RES // 4, RES // 4)
+    given = torch.tensor([[[10.0, 20.0], [float('nan'), float('nan')], [40.0, 50.0], [float('nan'), 5.0]]])
+    with torch.no_grad():
+        c2_free, c3_free, _ = head(features)
+        c2, c3, _ = head(features, given)
+    torch.testing.assert_close(c2, c2_free)                       # the 2D output is always the prediction
+    expected = torch.where(torch.isnan(given), c2_free, given)
+    # entries are replaced coordinate by coordinate (x NaN → predicted x, y given)
+    expected[0, 3] = torch.stack([c2_free[0, 3, 0], torch.tensor(5.0)])
+    torch.testing.assert_close(c3[0, :, :2], (expected[0] - RES / 2) * 1600.0 / RES)

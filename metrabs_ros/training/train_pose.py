@@ -36,7 +36,7 @@ from metrabs_ros.skeletons import mirror_permutation
 from metrabs_ros.training import augment as aug
 from metrabs_ros.training import metrics
 from metrabs_ros.training.checkpoint import CHECKPOINT_FORMAT, graph_from_config, load_state_dict_strict
-from metrabs_ros.training.losses import LossSchedule, acae_consistency_loss, metrabs_loss
+from metrabs_ros.training.losses import LossSchedule, acae_consistency_loss, metrabs_loss, project_px
 
 DEFAULT_CONFIG: Dict[str, Any] = {
     'seed': 0,
@@ -94,6 +94,8 @@ DEFAULT_CONFIG: Dict[str, Any] = {
         'min_depth_mm': 300.0,
         'acae_file': None,            # ACAE .npz fitted with encoder formats = model.formats
         'acae_consistency_weight': 0.0,  # weight of |P − P·W_enc·W_dec| on the predicted joints (2D and 3D)
+        'lifter_true_2d_fraction': 0.0,  # lifting head: fraction of crops whose lifter reads the true 2D joints
+        'lifter_true_2d_noise_px': 2.0,  # ... plus N(0, this) px noise (others read the predicted 2D)
     },
     'run': {
         'checkpoint_every': 1000,
@@ -685,6 +687,20 @@ def train(cfg: dict, data, out_dir: str, val=None, device: str = 'cpu', resume: 
                 f"PCK150 {100 * default['pck150']:.1f} %, MRPE median {default['mrpe_median_mm']:.0f} mm")
         return result
 
+    lifter_true_2d = float(cfg['loss'].get('lifter_true_2d_fraction') or 0.0)
+    if lifter_true_2d and cfg['model'].get('head') != 'lifting':
+        raise ValueError('loss.lifter_true_2d_fraction needs model.head lifting')
+
+    def lifter_input(joints, intrinsics, valid):
+        """The lifting head's 2D input: for a random `lifter_true_2d` fraction of the crops the true projections
+        + N(0, noise) px (labelled joints), otherwise the head's own prediction (None entries → predicted)."""
+        with torch.no_grad():
+            true_px = project_px(joints, intrinsics)
+            true_px = true_px + float(cfg['loss']['lifter_true_2d_noise_px']) * torch.randn_like(true_px)
+            true_px = true_px.clamp(0.0, res - 1.0)    # the predicted joints never leave the crop either
+            use = (torch.rand(true_px.shape[0], 1, device=true_px.device) < lifter_true_2d) & valid.bool()
+            return torch.where(use[..., None], true_px, torch.full_like(true_px, float('nan')))
+
     try:
         for batch in loader:
             for g in optimizer.param_groups:
@@ -698,7 +714,10 @@ def train(cfg: dict, data, out_dir: str, val=None, device: str = 'cpu', resume: 
             with torch.autocast(device_type='cuda' if device.startswith('cuda') else 'cpu', dtype=torch.float16,
                                 enabled=use_amp):
                 features = graph.backbone(images)
-                coords2d, coords3d, _ = graph.head(features)
+                if lifter_true_2d:
+                    coords2d, coords3d, _ = graph.head(features, lifter_input(joints, intrinsics, valid))
+                else:
+                    coords2d, coords3d, _ = graph.head(features)
             coords2d, coords3d = graph.decode_latents(coords2d.float()), graph.decode_latents(coords3d.float())
             losses = metrabs_loss(coords2d, coords3d, intrinsics, joints, valid, step, res, schedule,
                                   stride=graph.head.stride)
