@@ -114,3 +114,22 @@ def test_lifter_reads_given_2d_joints_and_the_prediction_where_none_is_given():
     # entries are replaced coordinate by coordinate (x NaN → predicted x, y given)
     expected[0, 3] = torch.stack([c2_free[0, 3, 0], torch.tensor(5.0)])
     torch.testing.assert_close(c3[0, :, :2], (expected[0] - RES / 2) * 1600.0 / RES)
+
+
+def test_size_loss_sees_only_the_overall_scale():
+    from metrabs_ros.training.losses import skeleton_size_l1_m
+    rng = np.random.default_rng(5)
+    true = torch.from_numpy(rng.normal(scale=300.0, size=(3, 10, 3)))
+    valid = torch.ones(3, 10, dtype=torch.bool)
+    valid[2, 5:] = False
+    angle = 0.7
+    rot = torch.tensor([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    moved = true @ rot.T + torch.tensor([100.0, -50.0, 4000.0])
+    assert float(skeleton_size_l1_m(moved, true, valid)) < 1e-9
+    # 0.8 × the skeleton: |0.8 − 1| · size, size = mean distance of the labelled joints from their mean (numpy)
+    sizes = []
+    for n in range(3):
+        t = true[n].numpy()[valid[n].numpy()]
+        sizes.append(np.linalg.norm(t - t.mean(0), axis=1).mean())
+    expected = 0.2 * np.mean(sizes) / 1000.0
+    np.testing.assert_allclose(float(skeleton_size_l1_m(0.8 * true, true, valid)), expected, rtol=1e-9)

@@ -13,7 +13,10 @@ masked mean over labelled entries, 0 for a batch that labels none.
                    those joints and the 2 axes.
   acae_consistency_loss   |P − P·W| with W = W_enc·W_dec of an ACAE over the model's joints (WACV'23 consistency
                    regulariser): 3D in metres (mean over joints and axes) + 2D in cube metres per px as above.
-  metrabs_loss     relative + w_abs(step) · absolute + projection, with w_abs = 0 before step 5000, 0.1 after;
+  skeleton_size_l1_m   |size(pred) − size(true)| in metres (size: mean distance of the labelled joints from their
+                   mean), optional (LossSchedule.size_weight, default 0).
+  metrabs_loss     relative + w_abs(step) · absolute + projection (+ size_weight · size), with w_abs = 0 before step
+                   5000, 0.1 after;
                    the absolute pose uses weak-perspective reconstruction for the first 500 steps.
 """
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ class LossSchedule:
     min_depth_mm: float = 300.0
     absolute_xyz_weights: Sequence[float] = (2.0, 2.0, 1.0)
     depth_cube_mm: float = 2200.0
+    size_weight: float = 0.0
 
     def absolute_weight_at(self, step: int) -> float:
         return self.absolute_weight if step >= self.absolute_start_step else 0.0
@@ -57,6 +61,21 @@ def relative_l1_m(pred_mm: torch.Tensor, true_mm: torch.Tensor, joint_valid: tor
     """Mean-centred L1 (m): [B, J, 3] poses (any common offset), centred on the labelled joints' mean."""
     diff_m = torch.abs(_centre(pred_mm, joint_valid) - _centre(true_mm, joint_valid)) / 1000.0
     return masked_mean(diff_m, joint_valid)
+
+
+def skeleton_size_l1_m(pred_mm: torch.Tensor, true_mm: torch.Tensor, joint_valid: torch.Tensor) -> torch.Tensor:
+    """|size(pred) − size(true)| (m), mean over samples with ≥ 2 labelled joints; size = mean distance of the
+    labelled joints from their mean. Per-joint L1 under uncertainty pulls limbs towards the body (a shrunken
+    skeleton, hence a too-near absolute pose); this term penalises only the overall scale."""
+    w = joint_valid.to(pred_mm.dtype)
+    count = w.sum(1)
+
+    def size(points):
+        centred = _centre(points, joint_valid)
+        return (torch.linalg.vector_norm(centred, dim=-1) * w).sum(1) / count.clamp_min(1.0)
+
+    ok = (count >= 2).to(pred_mm.dtype)
+    return (torch.abs(size(pred_mm) - size(true_mm)) / 1000.0 * ok).sum() / ok.sum().clamp_min(1.0)
 
 
 def absolute_l1_m(pred_mm: torch.Tensor, true_mm: torch.Tensor, joint_valid: torch.Tensor,
@@ -118,4 +137,7 @@ def metrabs_loss(coords2d_px: torch.Tensor, coords3d_rel_mm: torch.Tensor, crop_
     }
     losses['total'] = (losses['relative'] + schedule.absolute_weight_at(step) * losses['absolute']
                        + losses['projection'])
+    if schedule.size_weight:
+        losses['size'] = skeleton_size_l1_m(coords3d_rel_mm, true_mm, joint_valid)
+        losses['total'] = losses['total'] + schedule.size_weight * losses['size']
     return losses

@@ -94,6 +94,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
         'min_depth_mm': 300.0,
         'acae_file': None,            # ACAE .npz fitted with encoder formats = model.formats
         'acae_consistency_weight': 0.0,  # weight of |P − P·W_enc·W_dec| on the predicted joints (2D and 3D)
+        'size_weight': 0.0,           # weight of |size(pred) − size(true)| (losses.skeleton_size_l1_m)
         'lifter_true_2d_fraction': 0.0,  # lifting head: fraction of crops whose lifter reads the true 2D joints
         'lifter_true_2d_noise_px': 2.0,  # ... plus N(0, this) px noise (others read the predicted 2D)
     },
@@ -158,7 +159,8 @@ def loss_schedule(cfg: dict) -> LossSchedule:
                         absolute_start_step=_steps_value(loss['absolute_start_step'], steps),
                         weak_perspective_steps=_steps_value(loss['weak_perspective_steps'], steps),
                         min_depth_mm=float(loss['min_depth_mm']),
-                        depth_cube_mm=float(cfg['model']['depth_cube_mm']))
+                        depth_cube_mm=float(cfg['model']['depth_cube_mm']),
+                        size_weight=float(loss.get('size_weight') or 0.0))
 
 
 def learning_rate(cfg: dict, step: int) -> float:
