@@ -133,3 +133,33 @@ def test_size_loss_sees_only_the_overall_scale():
         sizes.append(np.linalg.norm(t - t.mean(0), axis=1).mean())
     expected = 0.2 * np.mean(sizes) / 1000.0
     np.testing.assert_allclose(float(skeleton_size_l1_m(0.8 * true, true, valid)), expected, rtol=1e-9)
+
+
+def test_pyramid_lifting_graph_exports_in_fp16_and_converts_with_its_resizes(tmp_path):
+    """The shipped architecture in small (MoveNet pyramid with a narrow trunk + context + lifting head): the FP16
+    export runs under ONNX Runtime close to the FP32 graph, and fp16-numerics' FP32→FP16 conversion keeps the
+    pyramid's Resize scales in float32 (ONNX requires it)."""
+    ort = pytest.importorskip('onnxruntime')
+    import onnx
+    from metrabs_ros.skeletons import get_skeleton
+    from metrabs_ros.training.export import example_inputs, export_for_deployment, run_onnx
+    from metrabs_ros.training.fp16_numerics import convert_to_fp16
+    from metrabs_ros.training.movenet_fpn import MoveNetFPN
+    from test_pretrained_backbones import TINY_SPEC
+    torch.manual_seed(4)
+    names = list(get_skeleton('h36m_17').joint_names)
+    graph = build_pose_graph(names, RES, backbone=MoveNetFPN(TINY_SPEC, global_channels=8), head='lifting',
+                             head_options={'hidden': 32, 'centre_prior': 4.0}).eval()
+    fp32 = export_for_deployment(graph, tmp_path / 'fp32.onnx', {'name': 'fixture'}, log=lambda *a: None)
+    assert fp32['parity_max_abs_mm'] < 0.5
+    fp16 = export_for_deployment(graph, tmp_path / 'fp16.onnx', {'name': 'fixture'}, fp16=True, parity=False,
+                                 log=lambda *a: None)
+    inputs = example_inputs(2, 1, (96, 128), 0, 'opencv', RES)
+    reference = run_onnx(tmp_path / 'fp32.onnx', inputs)[0]
+    half = run_onnx(fp16['path'], inputs)[0]
+    assert np.all(np.isfinite(half)) and np.max(np.abs(half - reference)) < 0.02 * np.abs(reference).max()
+    converted = convert_to_fp16(onnx.load(str(tmp_path / 'fp32.onnx')))
+    session = ort.InferenceSession(converted.SerializeToString(), providers=['CPUExecutionProvider'])
+    from metrabs_ros.training.pose_graph import INPUT_NAMES
+    out = session.run(None, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs)})[0]
+    assert np.all(np.isfinite(out)) and np.max(np.abs(out - reference)) < 0.02 * np.abs(reference).max()

@@ -323,8 +323,12 @@ def convert_to_fp16(model, fp16_stages: Sequence[str] = EXPORT_SPLIT):
     producer = {out: i for i, node in enumerate(graph.node) for out in node.output}
     outputs = {o.name for o in graph.output}
 
+    # float inputs that ONNX requires in float32 whatever the data type (Resize's roi and scales)
+    float32_only = {name for node in graph.node if node.op_type == 'Resize' for name in node.input[1:3] if name}
+
     def is_float_value(name):
-        return info.types.get(name) == TensorProto.FLOAT and info.provenance.get(name) in ('data', 'const')
+        return (info.types.get(name) == TensorProto.FLOAT and info.provenance.get(name) in ('data', 'const')
+                and name not in float32_only)
 
     # float initializers / Constant values used only by FP16 nodes are stored as float16
     inits = {t.name: t for t in graph.initializer}

@@ -18,7 +18,7 @@ in renders and in photos, so a lifter learnt on synthetic people transfers; the 
   centre_prior     optional fixed logit penalty centre_prior · d² (d: distance from the crop centre in half crop
                    sides) against a neighbour's keypoints in the same map; chosen on synthetic validation crops
                    (docs/training.md §6), 0 = off.
-Outputs in float32; same call signature and attributes (num_points, resolution, stride, depth_cube_mm,
+Outputs in float32 (the conv and the lifter may run in float16: PoseGraph.set_compute_dtype); same call signature and attributes (num_points, resolution, stride, depth_cube_mm,
 with_uncertainty) as heads.MetrabsHead, so PoseGraph, export and the runtime contract do not change.
 """
 from __future__ import annotations
@@ -59,8 +59,9 @@ class LiftingHead(nn.Module):
         2D joints the lifter reads instead of the predicted ones (train_pose feeds it noisy ground truth for a
         fraction of the crops, loss.lifter_true_2d_fraction, so the lifter learns the 2D→3D mapping from clean
         skeletons as well as from its own maps' mistakes)."""
+        # the 1x1 conv and the lifter run in their own dtype (float16 in an FP16 export), everything else in float32
+        logits = self.conv(features[:, :self.keypoint_channels].to(self.conv.weight.dtype)).float()
         features = features.float()
-        logits = self.conv(features[:, :self.keypoint_channels])
         if self.centre_prior:
             logits = logits - self.centre_prior * self.centre_distance_sq(logits.shape[-2], logits.shape[-1])
         coords2d_px = heatmap_to_image_px(soft_argmax_2d(logits), self.resolution, self.stride, self.offset_px)
@@ -72,7 +73,8 @@ class LiftingHead(nn.Module):
         inputs = [u.flatten(1)]
         if self.context_channels:
             inputs.append(features[:, self.keypoint_channels:].mean(dim=(2, 3)))
-        delta_m = self.lifter(torch.cat(inputs, dim=1)).reshape(-1, self.num_points, 3)
+        lifter_in = torch.cat(inputs, dim=1).to(self.lifter[0].weight.dtype)
+        delta_m = self.lifter(lifter_in).float().reshape(-1, self.num_points, 3)
         base_xy = centred_px.detach() * (self.base_span_mm / self.resolution)
         base = torch.cat([base_xy, torch.zeros_like(base_xy[..., :1])], dim=-1)
         return coords2d_px, base + 1000.0 * delta_m, None
