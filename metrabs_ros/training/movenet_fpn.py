@@ -129,7 +129,7 @@ def _fused_ops(node: dict) -> List[str]:
     return list(_attr(node, 'fused_ops') or [])
 
 
-def _pyramid_layers(spec: MobileNetV2Spec):
+def _pyramid_layers():
     """(our path, kind 'conv' | 'separable', weight names, the node that computes it, expected input node or None,
     fused ops)."""
     block_add = {k: f'{MOVENET_MODEL_SCOPE}block_{b}_add/add' for k, b in LATERAL_BLOCKS.items()}
@@ -189,7 +189,7 @@ def movenet_fpn_state_dict(graph, spec: MobileNetV2Spec) -> Dict[str, torch.Tens
     out: Dict[str, torch.Tensor] = {f'trunk.{k}': v for k, v in movenet_state_dict(graph, spec).items()}
     used = set()
     module_shapes = {k: tuple(v.shape) for k, v in MoveNetFPN(spec).state_dict().items()}
-    for path, kind, names, node_name, input_name, fused in _pyramid_layers(spec):
+    for path, kind, names, node_name, input_name, fused in _pyramid_layers():
         missing = [n for n in names if n not in weights]
         if missing:
             problems.append(f'{path}: weights {missing} missing')
